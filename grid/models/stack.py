@@ -1,0 +1,92 @@
+"""The one LM stack. Only the mixer (and the hybrid placement of attention) changes between models."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from grid.models.config import ModelConfig
+from grid.models.errors import BackendUnavailable
+from grid.models.ffn import build_ffn
+from grid.models.init import init_weights
+from grid.models.mixers._common import RMSNorm, first
+from grid.models.registry import MixerSpec, build_mixer, fused_status, get_mixer, reference_status
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + ffn(norm(x)). `kind` says which mixer this layer holds."""
+
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, eps: float, kind: str, backend: str):
+        super().__init__()
+        self.mixer_norm = RMSNorm(d_model, eps=eps)
+        self.mixer = mixer
+        self.ffn_norm = RMSNorm(d_model, eps=eps) if ffn is not None else None
+        self.ffn = ffn
+        self.kind, self.backend = kind, backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + first(self.mixer(self.mixer_norm(x)))
+        if self.ffn is not None:
+            x = x + self.ffn(self.ffn_norm(x))
+        return x
+
+
+class LM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = cfg.layout()
+        d = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        layers = []
+        for i in range(cfg.n_layers):
+            name = "attention" if self.layout.is_attention(i) else cfg.mixer
+            spec = get_mixer(name)
+            kw = cfg.resolved_attn_kwargs() if name != cfg.mixer else cfg.resolved_mixer_kwargs()
+            backend = resolve_backend(spec, cfg.backend)
+            mixer = build_mixer(spec, d, i, kw, backend)
+            layers.append(Block(d, mixer, build_ffn(cfg.ffn, d), cfg.norm_eps, name, backend))
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(d, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(d, cfg.vocab_size, bias=cfg.head_bias)
+        init_weights(self, cfg.init_std)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final-normed hidden states [B, T, D] (the AutoEncoder of MAD pools these)."""
+        x = self.embed(input_ids)
+        for block in self.layers:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden(input_ids))
+
+    @property
+    def aux_loss(self) -> torch.Tensor | float:
+        """Sum of MoE load-balancing losses of the last forward (0 without MoE), already weighted."""
+        coef = self.cfg.ffn.aux_loss_coef
+        losses = [b.ffn.aux_loss for b in self.layers if hasattr(b.ffn, "aux_loss")]
+        return coef * sum(losses) if losses else 0.0
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """{mixer name: backend actually used}."""
+        return {b.kind: b.backend for b in self.layers}
+
+
+def resolve_backend(spec: MixerSpec, wanted: str) -> str:
+    """auto = fused where it can run, else reference; an explicit choice that cannot run is an error."""
+    if wanted in ("fused", "reference"):
+        return wanted
+    ok, why_fused = fused_status(spec)
+    if ok:
+        return "fused"
+    ref_ok, why_ref = reference_status(spec)
+    if ref_ok:
+        return "reference"
+    raise BackendUnavailable(f"mixer {spec.name!r} cannot run here: fused: {why_fused}; reference: {why_ref}")
+
+
+def build_model(cfg: ModelConfig) -> LM:
+    return LM(cfg)
