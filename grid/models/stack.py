@@ -31,7 +31,7 @@ class Block(nn.Module):
 
 
 class LM(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, counting_only: bool = False):
         super().__init__()
         self.cfg = cfg
         self.layout = cfg.layout()
@@ -42,8 +42,12 @@ class LM(nn.Module):
             name = "attention" if self.layout.is_attention(i) else cfg.mixer
             spec = get_mixer(name)
             kw = cfg.resolved_attn_kwargs() if name != cfg.mixer else cfg.resolved_mixer_kwargs()
-            backend = resolve_backend(spec, cfg.backend)
-            mixer = build_mixer(spec, d, i, kw, backend)
+            if counting_only:  # same names and shapes in both backends: build whichever constructs here
+                backend = "reference" if spec.reference is not None else "fused"
+                mixer = (spec.reference or spec.fused)(d, i, kw)
+            else:
+                backend = resolve_backend(spec, cfg.backend)
+                mixer = build_mixer(spec, d, i, kw, backend)
             layers.append(Block(d, mixer, build_ffn(cfg.ffn, d), cfg.norm_eps, name, backend))
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(d, eps=cfg.norm_eps)
@@ -90,3 +94,15 @@ def resolve_backend(spec: MixerSpec, wanted: str) -> str:
 
 def build_model(cfg: ModelConfig) -> LM:
     return LM(cfg)
+
+
+def build_for_counting(cfg: ModelConfig) -> LM:
+    """A model for parameter/state/FLOP accounting only: parameters live on the meta device (no memory,
+    so 7B configs are cheap), and fused-only mixers are constructed even where they cannot run."""
+    import torch  # noqa: PLC0415
+
+    try:
+        with torch.device("meta"):
+            return LM(cfg, counting_only=True)
+    except (NotImplementedError, RuntimeError):  # a layer whose own init needs real tensors
+        return LM(cfg, counting_only=True)
