@@ -51,6 +51,9 @@ def fused_ok(spec) -> tuple[bool, str]:
         return False, "fla is not installed (pip install flash-linear-attention)"
     if spec.fused_needs_cuda and cuda_capability() is None:
         return False, "no CUDA GPU visible (fla's Triton kernels need one; use backend=reference on CPU)"
+    missing = [m for m in spec.fused_requires if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, f"needs {', '.join(missing)} (pip install {' '.join(m.replace('_', '-') for m in missing)})"
     if spec.gated_chunk_bwd:
         tv = package_version("triton")
         if gated_bwd_blocked(tv, cuda_capability(), importlib.util.find_spec("tilelang") is not None):

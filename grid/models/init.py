@@ -1,7 +1,8 @@
 """The one initialisation, identical for every architecture (principle 1).
 
-* nn.Linear and nn.Conv1d weights ~ N(0, init_std); their biases are zeroed, except a bias tensor
-  marked `_no_reinit = True` (Mamba's dt bias, whose inverse-softplus init the paper requires).
+* nn.Linear and nn.Conv1d weights ~ N(0, init_std); their biases are zeroed. A tensor marked
+  `_no_reinit = True` keeps its layer's init (Mamba's dt projection, whose inverse-softplus bias the
+  paper requires; fla marks a few weights the same way).
 * nn.Embedding weights ~ N(0, init_std).
 * Every other parameter (norm gains, decay rates A_log / dt_bias, RWKV mixing coefficients, ...)
   keeps the init its layer gave it: those are part of the architecture, not of the recipe.
@@ -28,7 +29,8 @@ def _walk(module: nn.Module):
 def init_weights(model: nn.Module, std: float) -> None:
     for m in _walk(model):
         if isinstance(m, (nn.Linear, nn.Conv1d)):
-            nn.init.normal_(m.weight, 0.0, std)
+            if not getattr(m.weight, "_no_reinit", False):
+                nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None and not getattr(m.bias, "_no_reinit", False):
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):

@@ -46,6 +46,7 @@ class MixerSpec:
     gated_chunk_bwd: bool = False
     fused_needs_cuda: bool = True
     fused_needs_fla: bool = True
+    fused_requires: tuple[str, ...] = ()  # extra importable packages the fused path needs (e.g. mamba_ssm)
     hybrid_ok: bool = True  # False for softmax attention itself
     notes: str = ""
     kwarg_docs: dict[str, str] = field(default_factory=dict)

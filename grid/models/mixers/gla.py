@@ -1,0 +1,266 @@
+"""GLA: gated linear attention (Yang et al. 2024, arXiv 2312.06635).
+
+Per head a matrix state S ([d_k, d_v]) decays channel-wise with a data-dependent gate:
+    S_t = diag(a_t) S_{t-1} + k_t v_t^T,   o_t = S_t^T (q_t / sqrt(d_k)),
+    log a_t = logsigmoid(W2 W1 x_t + b) / gate_logit_normalizer   (a low-rank gate projection),
+followed by a per-head RMSNorm, a SiLU output gate (g_proj) and o_proj.
+
+fused = fla's `GatedLinearAttention` (mode='chunk'; fla itself switches to its fused-recurrent kernel
+for T <= 64, the same function); reference = `GLARef` below, same parameter names and shapes.
+`gla_chunked` (the chunked recurrence with a per-channel or per-head log-decay) is shared with
+retnet.py (scalar decay gamma) and hgrn2.py (k = 1 - a).
+
+Defaults follow fla's layer and flame's gla_340M config (4 heads, expand_k 0.5, expand_v 1, gate
+low rank 16, normaliser 16, no short conv, swish output gate fused into the norm); norm_eps is the
+value fla's GLA *model* passes (1e-6; the bare layer's default is 1e-5).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from grid.models.errors import ConfigError
+from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution
+from grid.models.registry import MixerSpec, register
+
+CHUNK = 16  # intra-chunk decays are materialised as [C, C, d_k]: 16 is the fastest and leanest on CPU
+
+# --------------------------------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------------------------------
+
+# activations for feature maps / output gates on which fla's ACT2FN and transformers' ACT2FN agree
+_ACTS = {
+    "relu": F.relu,
+    "sigmoid": torch.sigmoid,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def activation(name: str | None, field: str):
+    """The activation called `name` (None = identity); ConfigError for names we do not mirror."""
+    if name is None:
+        return None
+    if name not in _ACTS:
+        raise ConfigError(field, name, ["null", *_ACTS])
+    return _ACTS[name]
+
+
+def gla_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                scale: float | None = None, chunk_size: int = CHUNK) -> torch.Tensor:
+    """Gated linear attention, chunked; fp32 math, returns o in v's dtype.
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H, K] (per-channel) or [B, T, H, 1] (per-head)
+    natural-log decay (<= 0). Per head: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = scale * S_t^T q_t.
+
+    Inside a chunk with cumulative decay b_i = g_1 + ... + g_i, o_i = sum_{j<=i} (q_i . e^{b_i - b_j} k_j) v_j
+    + (q_i e^{b_i})^T S_0; every exponent is <= 0 (pairwise decays are formed explicitly, never as
+    e^{b_i} e^{-b_j}), so the form is stable for any gate strength. States pass between chunks in a
+    python loop of elementwise ops only.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K ** -0.5 if scale is None else scale
+    C = chunk_size
+    N = max(1, math.ceil(T / C))
+    pad = N * C - T
+
+    def prep(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, D] -> [B, H, N, C, D] fp32, zero-padded
+        x = x.float().transpose(1, 2)
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
+        return x.reshape(B, H, N, C, x.shape[-1])
+
+    q, k, vv, g = prep(q) * scale, prep(k), prep(v), prep(g)
+    b = g.cumsum(-2)  # [B, H, N, C, K or 1]
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    diff = b[..., :, None, :] - b[..., None, :, :]  # [B, H, N, C(i), C(j), K or 1]: b_i - b_j
+    decay = diff.masked_fill(~causal[..., None], float("-inf")).exp()
+    if g.shape[-1] == 1:
+        A = (q @ k.transpose(-1, -2)) * decay[..., 0]
+    else:
+        A = torch.einsum("bhnik,bhnjk,bhnijk->bhnij", q, k, decay)
+    o = A @ vv
+    b_last = b[..., -1:, :]
+    U = (k * (b_last - b).exp()).transpose(-1, -2) @ vv  # [B, H, N, K, V]: what each chunk writes
+    D = b_last.exp().squeeze(-2)  # [B, H, N, K or 1]: how much each chunk keeps
+    S = q.new_zeros(B, H, K, V)
+    starts = []
+    for n in range(N):
+        starts.append(S)
+        S = D[:, :, n, :, None] * S + U[:, :, n]
+    o = o + (q * b.exp()) @ torch.stack(starts, 2)
+    return o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2).to(v.dtype)
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, T, Hkv, D] -> [B, T, Hkv * groups, D], each kv head repeated `groups` times in a row (fla's GQA)."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=2)
+
+
+def check_dims(d: int, kw: dict, heads: int, kv_heads: int | None) -> tuple[int, int]:
+    """key_dim, value_dim for expand_k / expand_v; ConfigError where fla would assert."""
+    kv_heads = kv_heads or heads
+    if heads < 1 or heads % kv_heads:
+        raise ConfigError("num_kv_heads", kv_heads, f"divisors of num_heads={heads}")
+    dims = []
+    for name in ("expand_k", "expand_v"):
+        dim = d * kw[name]
+        if not math.isclose(dim, round(dim)) or round(dim) % heads or round(dim) < heads:
+            raise ConfigError(name, kw[name], f"values with d_model*{name} an integer divisible by num_heads={heads}")
+        dims.append(round(dim))
+    return dims[0], dims[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# the reference layer
+# --------------------------------------------------------------------------------------------------
+
+class GLARef(nn.Module):
+    """Plain-PyTorch twin of fla.layers.GatedLinearAttention (training forward: no cache/mask/varlen)."""
+
+    def __init__(self, hidden_size: int, expand_k: float = 0.5, expand_v: float = 1.0, num_heads: int = 4,
+                 num_kv_heads: int | None = None, feature_map: str | None = None, use_short_conv: bool = False,
+                 conv_size: int = 4, conv_bias: bool = False, use_output_gate: bool = True, gate_fn: str = "swish",
+                 elementwise_affine: bool = True, norm_eps: float = 1e-5, gate_logit_normalizer: int = 16,
+                 gate_low_rank_dim: int = 16, clamp_min: float | None = None, fuse_norm: bool = True,
+                 layer_idx: int | None = None):
+        super().__init__()
+        self.hidden_size, self.layer_idx = hidden_size, layer_idx
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.feature_map_fn = activation(feature_map, "feature_map")
+        self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
+        self.key_dim, self.value_dim = round(hidden_size * expand_k), round(hidden_size * expand_v)
+        self.key_dim_per_group = self.key_dim // self.num_kv_groups
+        self.value_dim_per_group = self.value_dim // self.num_kv_groups
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
+
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+        self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
+                                     nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
+        if self.fuse_norm_and_gate:
+            self.g_norm_swish_gate = RMSNormGated(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+        else:
+            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+            self.gate_fn = activation(gate_fn, "gate_fn")
+
+    def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        gk = self.gk_proj(x)
+        q = q.view(B, T, self.num_heads, self.head_k_dim)
+        k = repeat_kv(k.view(B, T, self.num_kv_heads, self.head_k_dim), self.num_kv_groups)
+        gk = repeat_kv(gk.view(B, T, self.num_kv_heads, self.head_k_dim), self.num_kv_groups)
+        v = repeat_kv(v.view(B, T, self.num_kv_heads, self.head_v_dim), self.num_kv_groups)
+        gk = F.logsigmoid(gk.float()) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            gk = gk.clamp_min(self.clamp_min)
+        if self.feature_map_fn is not None:
+            q, k = self.feature_map_fn(q), self.feature_map_fn(k)
+        o = gla_chunked(q, k, v, gk)  # scale 1/sqrt(head_k_dim), as chunk_gla's default
+        return self.o_proj(output_norm_gate(self, o, x))
+
+
+def output_norm_gate(layer: nn.Module, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """fla's GLA/RetNet output block on o [B, T, H, Dv]: per-head RMSNorm and the output gate g_proj(x)."""
+    B, T = o.shape[:2]
+    if layer.use_output_gate:
+        g = layer.g_proj(x)
+        if layer.fuse_norm_and_gate:
+            return layer.g_norm_swish_gate(o, g.view(B, T, layer.num_heads, layer.head_v_dim)).reshape(B, T, -1)
+        return layer.g_norm(o).reshape(B, T, -1) * layer.gate_fn(g)
+    return layer.g_norm(o).reshape(B, T, -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# registry entry
+# --------------------------------------------------------------------------------------------------
+
+def _resolve(d: int, kw: dict) -> dict:
+    kw = dict(kw)
+    check_dims(d, kw, kw["num_heads"], kw["num_kv_heads"])
+    activation(kw["feature_map"], "feature_map")
+    activation(kw["gate_fn"], "gate_fn")
+    if kw["gate_low_rank_dim"] < 1:
+        raise ConfigError("gate_low_rank_dim", kw["gate_low_rank_dim"], "positive integers")
+    return kw
+
+
+def _dims(d: int, kw: dict) -> tuple[int, int, int]:
+    h = kw["num_heads"]
+    key_dim, value_dim = check_dims(d, kw, h, kw["num_kv_heads"])
+    return h, key_dim // h, value_dim // h
+
+
+def _reference(d: int, layer_idx: int, kw: dict) -> GLARef:
+    return GLARef(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
+
+
+def _fused(d: int, layer_idx: int, kw: dict):
+    from fla.layers import GatedLinearAttention  # noqa: PLC0415
+
+    return GatedLinearAttention(mode="chunk", hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
+
+
+def _state(d: int, kw: dict, context: int) -> int:
+    """Matrix state H*dk*dv (per query head) plus the short-conv caches (conv_size-1 inputs of q, k, v)."""
+    h, dk, dv = _dims(d, kw)
+    conv = 0
+    if kw["use_short_conv"]:
+        groups = h // (kw["num_kv_heads"] or h)
+        conv = (kw["conv_size"] - 1) * (h * dk + (h * dk + h * dv) // groups)
+    return h * dk * dv + conv
+
+
+def _flops(d: int, kw: dict, context: int) -> float:
+    h, dk, dv = _dims(d, kw)
+    return 7.0 * h * dk * dv  # studies.md A.6: GLA 7 * d^2/H = 7 * H * dk * dv
+
+
+register(MixerSpec(
+    name="gla",
+    family="gated-linear",
+    description="GLA: linear attention with a data-dependent per-channel decay (low-rank gate), swish output gate",
+    default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=0.5, expand_v=1.0, feature_map=None,
+                        use_short_conv=False, conv_size=4, conv_bias=False, use_output_gate=True, gate_fn="swish",
+                        elementwise_affine=True, norm_eps=1e-6, gate_logit_normalizer=16, gate_low_rank_dim=16,
+                        clamp_min=None, fuse_norm=True),
+    kwarg_docs=dict(
+        num_heads="heads (flame gla_340M: 4)", num_kv_heads="key/value heads for GQA (null = num_heads)",
+        expand_k="key width = d_model * expand_k", expand_v="value width = d_model * expand_v",
+        feature_map="activation on q and k: null | relu | sigmoid | silu | swish",
+        use_short_conv="causal depthwise convs (+SiLU) on q, k, v", conv_size="short-conv kernel size",
+        conv_bias="bias in the short convs", use_output_gate="output gate g_proj (else norm only)",
+        gate_fn="output gate activation: swish | silu | sigmoid | relu",
+        elementwise_affine="learned gain in the output RMSNorm",
+        norm_eps="eps of the output RMSNorm (fla's model passes 1e-6; bare layer 1e-5)",
+        gate_logit_normalizer="decay log a = logsigmoid(.) / this", gate_low_rank_dim="rank of the decay projection",
+        clamp_min="lower clamp of the log decay (null = none)",
+        fuse_norm="norm and swish gate in one module (g_norm_swish_gate) vs g_norm + gate_fn (changes names)"),
+    state_size=_state,
+    mix_flops=_flops,
+    fused=_fused,
+    reference=_reference,
+    gated_chunk_bwd=False,  # chunk_gla has its own backward; it never calls common chunk_bwd_dqkwg
+    size_knobs={"expand_k": (0.25, 0.5, 0.75, 1.0), "expand_v": (0.5, 0.75, 1.0, 1.5, 2.0)},
+    notes="fla runs its fused-recurrent kernel for T <= 64 and the chunk kernel above (same function)",
+))

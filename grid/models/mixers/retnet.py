@@ -1,0 +1,159 @@
+"""RetNet: multi-scale retention (Sun et al. 2023, arXiv 2307.08621).
+
+Linear attention with a fixed, position-independent scalar decay per head and RoPE on q and k:
+    S_t = gamma_h S_{t-1} + k_t v_t^T,   o_t = S_t^T (q_t / sqrt(d_k)),   gamma_h = 1 - 2^(-5 - h),
+followed by a per-head RMSNorm, a SiLU output gate (g_proj) and o_proj.
+
+fused = fla's `MultiScaleRetention` (mode='chunk'; fla's chunk_retention = chunk_simple_gla with
+g_gamma = log gamma_h); reference = `RetNetRef` below, same parameter names and shapes, computing the
+recurrence with gla.gla_chunked (per-head decay). gamma depends on the head index among *all* query
+heads (fla computes it from q.shape[2] after the GQA repeat).
+
+Defaults are fla's layer defaults (expand_k 1, expand_v 2, 8 heads: the RetNet paper's d_v = 2d, so the
+mixer has 8 d^2 weights; iso-parameter sizing shrinks expand_v when needed) with norm_eps 1e-6 as fla's
+RetNet *model* passes it (bare layer 1e-5).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, rotary
+from grid.models.mixers.gla import activation, check_dims, gla_chunked, output_norm_gate, repeat_kv
+from grid.models.errors import ConfigError
+from grid.models.registry import MixerSpec, register
+
+
+def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:
+    """log gamma_h = log(1 - 2^(-5 - h)), h = 0 .. num_heads-1 (fla's chunk_retention)."""
+    h = torch.arange(num_heads, dtype=torch.float32, device=device)
+    return torch.log(1 - 2.0 ** (-5.0 - h))
+
+
+class RetNetRef(nn.Module):
+    """Plain-PyTorch twin of fla.layers.MultiScaleRetention (training forward: no cache/mask/varlen)."""
+
+    def __init__(self, hidden_size: int, expand_k: float = 1.0, expand_v: float = 2.0, num_heads: int = 8,
+                 num_kv_heads: int | None = None, feature_map: str | None = None, use_short_conv: bool = False,
+                 conv_size: int = 4, conv_bias: bool = False, use_output_gate: bool = True, gate_fn: str = "swish",
+                 elementwise_affine: bool = True, norm_eps: float = 1e-5, fuse_norm: bool = True,
+                 layer_idx: int | None = None):
+        super().__init__()
+        self.hidden_size, self.layer_idx = hidden_size, layer_idx
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.feature_map_fn = activation(feature_map, "feature_map")
+        self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
+        self.key_dim, self.value_dim = round(hidden_size * expand_k), round(hidden_size * expand_v)
+        self.key_dim_per_group = self.key_dim // self.num_kv_groups
+        self.value_dim_per_group = self.value_dim // self.num_kv_groups
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
+        if self.fuse_norm_and_gate:
+            self.g_norm_swish_gate = RMSNormGated(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+        else:
+            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+            self.gate_fn = activation(gate_fn, "gate_fn")
+
+    def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        q = q.view(B, T, self.num_heads, self.head_k_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_k_dim)
+        if self.feature_map_fn is not None:
+            q, k = self.feature_map_fn(q), self.feature_map_fn(k)
+        q, k = rotary(q), rotary(k)  # fla RotaryEmbedding(dim=head_k_dim): base 10000, halves not interleaved
+        k = repeat_kv(k, self.num_kv_groups)
+        v = repeat_kv(v.view(B, T, self.num_kv_heads, self.head_v_dim), self.num_kv_groups)
+        g = retention_log_decay(self.num_heads, x.device).view(1, 1, -1, 1).expand(B, T, -1, 1)
+        o = gla_chunked(q, k, v, g)  # scale 1/sqrt(head_k_dim), as chunk_retention's default
+        return self.o_proj(output_norm_gate(self, o, x))
+
+
+# --------------------------------------------------------------------------------------------------
+# registry entry
+# --------------------------------------------------------------------------------------------------
+
+def _resolve(d: int, kw: dict) -> dict:
+    kw = dict(kw)
+    key_dim, _ = check_dims(d, kw, kw["num_heads"], kw["num_kv_heads"])
+    head_k = key_dim // kw["num_heads"]
+    if head_k % 2 or head_k > 256:
+        raise ConfigError("expand_k", kw["expand_k"], f"values giving an even head_k_dim <= 256 (RoPE); got {head_k}")
+    activation(kw["feature_map"], "feature_map")
+    activation(kw["gate_fn"], "gate_fn")
+    return kw
+
+
+def _dims(d: int, kw: dict) -> tuple[int, int, int]:
+    h = kw["num_heads"]
+    key_dim, value_dim = check_dims(d, kw, h, kw["num_kv_heads"])
+    return h, key_dim // h, value_dim // h
+
+
+def _reference(d: int, layer_idx: int, kw: dict) -> RetNetRef:
+    return RetNetRef(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
+
+
+def _fused(d: int, layer_idx: int, kw: dict):
+    from fla.layers import MultiScaleRetention  # noqa: PLC0415
+
+    return MultiScaleRetention(mode="chunk", hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
+
+
+def _state(d: int, kw: dict, context: int) -> int:
+    """Matrix state H*dk*dv (per query head) plus the short-conv caches (conv_size-1 inputs of q, k, v)."""
+    h, dk, dv = _dims(d, kw)
+    conv = 0
+    if kw["use_short_conv"]:
+        groups = h // (kw["num_kv_heads"] or h)
+        conv = (kw["conv_size"] - 1) * (h * dk + (h * dk + h * dv) // groups)
+    return h * dk * dv + conv
+
+
+def _flops(d: int, kw: dict, context: int) -> float:
+    h, dk, dv = _dims(d, kw)
+    return 5.0 * h * dk * dv  # studies.md A.6: RetNet 5 * d^2/H = 5 * H * dk * dv
+
+
+register(MixerSpec(
+    name="retnet",
+    family="linear",
+    description="RetNet multi-scale retention: linear attention with a fixed per-head decay, RoPE, swish output gate",
+    default_kwargs=dict(num_heads=8, num_kv_heads=None, expand_k=1.0, expand_v=2.0, feature_map=None,
+                        use_short_conv=False, conv_size=4, conv_bias=False, use_output_gate=True, gate_fn="swish",
+                        elementwise_affine=True, norm_eps=1e-6, fuse_norm=True),
+    kwarg_docs=dict(
+        num_heads="heads (fla default 8); decay gamma_h = 1 - 2^(-5-h)",
+        num_kv_heads="key/value heads for GQA (null = num_heads)",
+        expand_k="key width = d_model * expand_k (head_k_dim even, <= 256)",
+        expand_v="value width = d_model * expand_v (paper and fla: 2)",
+        feature_map="activation on q and k before RoPE: null | relu | sigmoid | silu | swish",
+        use_short_conv="causal depthwise convs (+SiLU) on q, k, v", conv_size="short-conv kernel size",
+        conv_bias="bias in the short convs", use_output_gate="output gate g_proj (else norm only)",
+        gate_fn="output gate activation: swish | silu | sigmoid | relu",
+        elementwise_affine="learned gain in the output RMSNorm",
+        norm_eps="eps of the output RMSNorm (fla's model passes 1e-6; bare layer 1e-5)",
+        fuse_norm="norm and swish gate in one module (g_norm_swish_gate) vs g_norm + gate_fn (changes names)"),
+    state_size=_state,
+    mix_flops=_flops,
+    fused=_fused,
+    reference=_reference,
+    gated_chunk_bwd=False,  # chunk_simple_gla calls chunk_bwd_dqkwg with g=None (g_gamma only): not affected
+    size_knobs={"expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 1.5, 2.0)},
+    notes="fla's layer: chunk kernel whenever grad is enabled, fused-recurrent for T <= 64 in inference",
+))
