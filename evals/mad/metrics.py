@@ -1,0 +1,91 @@
+"""MAD evaluation metrics, reproducing mad-lab's logging rule (spec/mad.md §5.2) without torchmetrics.
+
+Per batch (positions whose target is -100 are dropped first):
+* macro accuracy = torchmetrics `MulticlassAccuracy(num_classes=V, ignore_index=-100)` (average
+  "macro"): per-class recall tp / (tp + fn), averaged over the classes that occur in the batch's
+  targets OR predictions. A class that is predicted but never a target has recall 0 and counts.
+  A batch with no valid target scores 0 (torchmetrics' safe divide).
+* loss = mean cross-entropy over the valid positions; perplexity = exp(loss) (torchmetrics
+  `Perplexity(ignore_index=-100)` per batch).
+The epoch value of each is the batch-size-weighted mean of the per-batch values (Lightning's
+epoch aggregation of `self.log`). Batches without any valid target are left out of the loss and
+perplexity means (torchmetrics would log NaN for them; MAD data never has such batches).
+
+Secondary: micro accuracy = correct / valid positions over the whole split (not per batch).
+
+Everything stays on the device until `compute()`, which syncs once (thousands of runs: no
+per-batch host round trips).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _class_counts(values: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Histogram over num_classes + 1 bins (the last bin collects ignored positions); no host sync."""
+    out = torch.zeros(num_classes + 1, dtype=torch.int64, device=values.device)
+    return out.scatter_add_(0, values, torch.ones_like(values))
+
+
+def batch_macro_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: int,
+                         ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """torchmetrics-style macro multiclass accuracy of one batch (0-d float tensor)."""
+    preds, targets = preds.reshape(-1), targets.reshape(-1)
+    valid = targets != ignore_index
+    t = torch.where(valid, targets, num_classes)
+    p = torch.where(valid, preds, num_classes)
+    support = _class_counts(t, num_classes)[:num_classes]
+    predicted = _class_counts(p, num_classes)[:num_classes]
+    tp = _class_counts(torch.where(p == t, t, num_classes), num_classes)[:num_classes]
+    present = (support > 0) | (predicted > 0)
+    recall = tp.double() / support.clamp(min=1).double()
+    return ((recall * present).sum() / present.sum().clamp(min=1)).float()
+
+
+class MADMetrics:
+    """Accumulates per-batch metrics of one split; `compute()` returns python floats."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        # running sums: [w*acc, w, w*loss, w*ppl, w (batches with targets), correct, valid]
+        self._sums: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch: logits [B, ..., V], targets [B, ...]; its weight is the batch size B."""
+        w = float(targets.shape[0])
+        logits = logits.float().reshape(-1, logits.shape[-1])
+        targets = targets.reshape(-1)
+        valid = targets != self.ignore_index
+        n_valid = valid.sum()
+        ce_sum = F.cross_entropy(logits, targets, ignore_index=self.ignore_index, reduction="sum")
+        preds = logits.argmax(-1)
+        acc = batch_macro_accuracy(preds, targets, self.num_classes, self.ignore_index)
+        correct = ((preds == targets) & valid).sum()
+        has = (n_valid > 0).double()
+        loss = ce_sum.double() / n_valid.clamp(min=1).double()
+        row = torch.stack([acc.double() * w, has * 0 + w, loss * has * w, loss.exp() * has * w, has * w,
+                           correct.double(), n_valid.double()])
+        self._sums = row if self._sums is None else self._sums + row
+
+    def compute(self) -> dict[str, float]:
+        if self._sums is None:
+            raise ValueError("no batch was added")
+        acc_w, w, loss_w, ppl_w, wl, correct, valid = self._sums.cpu().tolist()
+        nan = float("nan")
+        return {"acc": acc_w / w, "loss": loss_w / wl if wl else nan, "ppl": ppl_w / wl if wl else nan,
+                "acc_micro": correct / valid if valid else nan, "n_targets": int(valid)}
+
+
+def evaluate_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Metrics of `model` over (inputs, targets) in order, in batches of `batch_size` (no shuffle, no drop)."""
+    m = None
+    for i in range(0, inputs.shape[0], batch_size):
+        logits = model(inputs[i:i + batch_size])
+        if m is None:
+            m = MADMetrics(logits.shape[-1])
+        m.update(logits, targets[i:i + batch_size])
+    return m.compute()

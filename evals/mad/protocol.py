@@ -1,0 +1,258 @@
+"""The MAD training protocol of one run (spec/mad.md §5.1), on the project's one training loop.
+
+    run_mad(config: dict | MADRunConfig, ctx=None, *, checkpointer=None, ckpt_every_epochs=1) -> dict
+
+One run = one (task setting, architecture, lr, weight decay):
+1. seed python / numpy / torch with `seed` (12345: all 6 sweep runs of a setting start from the same
+   weights and see the same shuffles);
+2. `ensure_data(setting, data_root)` then `load_split` train and test; both splits live on the device
+   as tensors (no DataLoader: MAD arrays are small and there are thousands of runs);
+3. backbone: the MAD LM stack, or the AutoEncoder for compression (evals/mad/backbones.py);
+4. AdamW on ALL parameters (torch default betas/eps, weight decay on everything as mad-lab),
+   CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once per epoch, no warmup, no clipping;
+5. each epoch: train over a fresh permutation of the training set (batches of `batch_size`, the
+   last one smaller: drop_last off; the permutation of epoch e comes from a torch Generator
+   seeded with (seed, e), so batches depend on the step only and resume is exact), then evaluate
+   on the test set (macro accuracy per batch, batch-weighted: evals/mad/metrics.py);
+6. stop as soon as an epoch's test accuracy >= 0.999 (`stop_acc`);
+7. report `acc` = test accuracy of the epoch with the LOWEST TEST PERPLEXITY (mad-lab's "best"
+   checkpoint; first such epoch on ties), plus `acc_last`, `acc_best` (max over epochs),
+   `acc_micro` (selected epoch), `ppl`, `loss`, `best_epoch` (0-based, as Lightning),
+   `epochs_run`, `stopped_early`, `train_loss`.
+A non-finite training loss (or test loss) gives status 'nan' with acc 0 and `nan` True; the row is
+returned, never dropped (spec §8.12). bf16 autocast is used on CUDA only ('fp32' on CPU; the
+`precision` column records what ran).
+
+`ctx` is the runner's trial context: `ctx.report(metrics, checkpoint_dir=None)` is called once per
+epoch with the epoch's metrics.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grid.models import ConfigError, ModelConfig
+from grid.train import CosinePerEpoch, build_adamw, train
+from grid.train.loop import effective_precision
+
+MACRO = "macro-per-batch"  # the headline metric's definition (spec §5.2)
+
+
+class MADRunConfig(BaseModel):
+    """Everything that defines one MAD run. Give either `model` (a full ModelConfig dict; see
+    `evals.mad.backbones.mad_model_config` for MAD's shape) or `arch` (+ `layer_settings`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: dict[str, Any] = Field(description="MADSetting as a dict")
+    model: dict[str, Any] | None = Field(None, description="ModelConfig as a dict (vocab_size/context filled in)")
+    arch: str | None = Field(None, description="named architecture of configs/mad/architectures.yaml")
+    layer_settings: dict[str, Any] = Field(default_factory=dict, description="overlay on the arch's mixer_kwargs")
+    backend: Literal["auto", "fused", "reference"] = Field("auto", description="mixer backend (arch runs)")
+    model_id: str | None = Field(None, description="label of the architecture in tables (default: arch or mixer)")
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(200, gt=0)
+    batch_size: int = Field(128, gt=0)
+    min_lr: float = Field(1e-6, ge=0)
+    seed: int = 12345
+    data_root: str = "benchmark/data"
+    precision: Literal["bf16", "fp32"] = "bf16"
+    num_workers: int = Field(0, ge=0, description="accepted for mad-lab CLI parity; unused (data stays on the device)")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    stop_acc: float = Field(0.999, gt=0, description="early stop at epoch test accuracy >= stop_acc")
+    eval_train: bool = Field(False, description="also evaluate the selected epoch's weights on the train set")
+
+    @field_validator("setting", "model", mode="before")
+    @classmethod
+    def _dump_models(cls, v: Any) -> Any:
+        return v.model_dump() if isinstance(v, BaseModel) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> MADRunConfig:
+        if (self.model is None) == (self.arch is None):
+            raise ValueError("give exactly one of `model` (a ModelConfig dict) or `arch` (a named MAD architecture)")
+        if self.layer_settings and self.arch is None:
+            raise ValueError("layer_settings only applies with `arch`; put mixer_kwargs into `model` instead")
+        self.mad_setting()  # fail before any data or GPU time
+        return self
+
+    def mad_setting(self):
+        from evals.mad.settings import MADSetting  # noqa: PLC0415
+
+        return MADSetting.model_validate(self.setting)
+
+    def model_cfg(self, seq_len: int) -> ModelConfig:
+        setting = self.mad_setting()
+        if self.arch is not None:
+            from evals.mad.arch import arch_model_config  # noqa: PLC0415
+
+            return arch_model_config(self.arch, setting.vocab_size, seq_len, backend=self.backend,
+                                     layer_settings=self.layer_settings)
+        m = dict(self.model)
+        if m.setdefault("vocab_size", setting.vocab_size) != setting.vocab_size:
+            raise ConfigError("model.vocab_size", m["vocab_size"], [setting.vocab_size],
+                              hint="must equal the MAD setting's vocab_size")
+        m.setdefault("context", seq_len)
+        return ModelConfig.model_validate(m)
+
+    def label(self) -> str:
+        if self.model_id:
+            return self.model_id
+        return self.arch if self.arch is not None else str(self.model.get("mixer", "model"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also every CUDA device
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training-set order of one epoch: a function of (seed, epoch) only."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2 ** 63))
+    return torch.randperm(n, generator=g)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluate_split(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """acc (macro per batch, batch-weighted), acc_micro, loss, ppl of `model` on one split."""
+    from evals.mad.metrics import evaluate_batches  # noqa: PLC0415
+
+    return evaluate_batches(model, inputs, targets, batch_size)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[str, Any]:
+    """Final numbers from the per-epoch records (keys epoch, test_acc, test_ppl, test_loss,
+    test_acc_micro, train_loss): selection = the first epoch with the lowest test perplexity
+    (non-finite perplexities never win)."""
+    if not history:
+        raise ValueError("no epoch was evaluated")
+    ppls = [h["test_ppl"] if _finite(h["test_ppl"]) else math.inf for h in history]
+    best = min(range(len(history)), key=lambda i: (ppls[i], i))
+    sel, last = history[best], history[-1]
+    return {
+        "acc": sel["test_acc"], "acc_last": last["test_acc"], "acc_best": max(h["test_acc"] for h in history),
+        "acc_micro": sel["test_acc_micro"], "ppl": sel["test_ppl"], "loss": sel["test_loss"],
+        "best_epoch": sel["epoch"], "epochs_run": len(history),
+        "stopped_early": last["test_acc"] >= stop_acc,
+        "train_loss": sel["train_loss"], "train_loss_last": last["train_loss"],
+    }
+
+
+def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpointer=None,
+            ckpt_every_epochs: int = 1) -> dict[str, Any]:
+    """Train and evaluate one MAD run; returns a flat dict of metrics (always with `status`).
+
+    `checkpointer` (grid.train.checkpoint: save/load) makes the run resumable: it is restored at
+    start and saved every `ckpt_every_epochs` epochs. `eval_train` weights are not checkpointed.
+    """
+    from evals.mad.backbones import build_backbone, mad_loss  # noqa: PLC0415
+    from evals.mad.data import ensure_data, load_split  # noqa: PLC0415
+
+    cfg = config if isinstance(config, MADRunConfig) else MADRunConfig.model_validate(config)
+    setting = cfg.mad_setting()
+    device = resolve_device(cfg.device)
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as mad-lab
+
+    ensure_data(setting, cfg.data_root)
+    splits = {s: load_split(setting, cfg.data_root, s) for s in ("train", "test")}
+    (xtr, ytr), (xte, yte) = [(torch.from_numpy(np.ascontiguousarray(x)).to(device),
+                               torch.from_numpy(np.ascontiguousarray(y)).to(device))
+                              for x, y in (splits["train"], splits["test"])]
+    width = int(xtr.shape[1])
+    mcfg = cfg.model_cfg(width)
+    model = build_backbone(mcfg, setting.code, width).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    n_train, bs = int(xtr.shape[0]), cfg.batch_size
+    spe = math.ceil(n_train / bs)
+    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)
+    schedule = CosinePerEpoch(cfg.lr, cfg.min_lr, cfg.epochs, spe)
+    perm_cache: dict[int, torch.Tensor] = {}
+
+    def get_batch(step: int):
+        epoch, i = divmod(step, spe)
+        if epoch not in perm_cache:
+            perm_cache.clear()
+            perm_cache[epoch] = epoch_permutation(n_train, cfg.seed, epoch).to(device)
+        idx = perm_cache[epoch][i * bs:(i + 1) * bs]
+        return xtr[idx], ytr[idx]
+
+    def evaluate(step: int) -> dict[str, Any]:
+        m = evaluate_split(model, xte, yte, bs)
+        return {"epoch": step // spe - 1, "test_acc": m["acc"], "test_acc_micro": m["acc_micro"],
+                "test_ppl": m["ppl"], "test_loss": m["loss"]}
+
+    best_state: dict[str, Any] = {}
+
+    def on_eval(rec: dict[str, Any]) -> None:
+        if cfg.eval_train and _finite(rec["test_ppl"]) and rec["test_ppl"] < best_state.get("ppl", math.inf):
+            best_state.update(ppl=rec["test_ppl"],
+                              weights={k: v.detach().clone() for k, v in model.state_dict().items()})
+        if ctx is not None:
+            ctx.report({k: rec[k] for k in ("epoch", "step", "test_acc", "test_acc_micro", "test_ppl", "test_loss",
+                                            "train_loss", "lr")})
+
+    def should_stop(rec: dict[str, Any]) -> bool:
+        return rec["test_acc"] >= cfg.stop_acc or not _finite(rec["test_loss"])
+
+    result = train(model, optimizer, schedule, get_batch, mad_loss, max_steps=cfg.epochs * spe,
+                   evaluate=evaluate, eval_every=spe, precision=cfg.precision, should_stop=should_stop,
+                   on_eval=on_eval, checkpointer=checkpointer,
+                   ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0, sync_every=spe)
+
+    out: dict[str, Any] = {
+        "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
+        "task_name": setting.task, "setting": setting.setting_id, "setting_dir": setting.dir_name,
+        "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+        "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
+        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
+        "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,
+        "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
+        "error": result.diverged_reason,
+    }
+    history = result.history
+    nan_eval = bool(history) and not _finite(history[-1]["test_loss"])
+    if result.status == "diverged" or nan_eval or not history:
+        if nan_eval:
+            out["error"] = f"non-finite test loss at epoch {history[-1]['epoch']}"
+        elif not history and result.status != "diverged":
+            out["error"] = "no epoch was evaluated"
+        finite_hist = [h for h in history if _finite(h["test_loss"])]
+        out.update(status="nan", nan=True, acc=0.0, acc_last=0.0, acc_best=0.0, acc_micro=0.0, ppl=float("nan"),
+                   loss=float("nan"), best_epoch=None, epochs_run=len(history),
+                   stopped_early=False, train_loss=float("nan"), train_loss_last=float("nan"),
+                   acc_pre_nan=summarize(finite_hist, cfg.stop_acc)["acc"] if finite_hist else 0.0)
+    else:
+        out.update(status="ok", nan=False, **summarize(history, cfg.stop_acc))
+        out["stopped_early"] = result.stopped_early
+        if cfg.eval_train and "weights" in best_state:
+            model.load_state_dict(best_state["weights"])
+            model.eval()
+            from grid.train.loop import autocast_ctx  # noqa: PLC0415
+
+            with torch.no_grad(), autocast_ctx(device, cfg.precision):
+                tm = evaluate_split(model, xtr, ytr, bs)
+            out.update(train_acc=tm["acc"], train_ppl=tm["ppl"], train_loss_eval=tm["loss"])
+    out["wall_s"] = time.perf_counter() - t_start
+    out["train_wall_s"] = result.wall_s
+    return out

@@ -1,0 +1,273 @@
+"""MAD protocol: metrics (macro rules), selection, early stop, NaN runs, backbones, named archs, scoring."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import evals.mad.backbones as backbones
+import evals.mad.protocol as protocol
+from evals.mad.arch import arch_entry, arch_model_config, arch_names
+from evals.mad.metrics import MADMetrics, batch_macro_accuracy
+from evals.mad.protocol import MADRunConfig, run_mad, summarize
+from evals.mad.scoring import best_per_setting, mad_table, to_markdown
+from grid.models import ConfigError
+from grid.models.registry import mixer_names
+
+TINY_MODEL = dict(d_model=32, n_layers=2, mixer="attention", mixer_kwargs={"num_heads": 2},
+                  ffn={"kind": "swiglu", "hidden_ratio": 4, "multiple_of": 16}, head_bias=True, backend="reference")
+
+
+def tiny_setting(task="M", **kw):
+    base = dict(task=task, vocab_size=16, seq_len=16, num_train_examples=64, num_test_examples=32)
+    base.update(kw)
+    return base
+
+
+def tiny_config(tmp_path, task="M", **kw):
+    cfg = dict(setting=tiny_setting(task), model=TINY_MODEL, lr=3e-3, weight_decay=0.1, epochs=3, batch_size=16,
+               data_root=str(tmp_path / "data"), precision="bf16", device="cpu")
+    cfg.update(kw)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def onehot_logits(preds, V):
+    return torch.nn.functional.one_hot(torch.as_tensor(preds), V).float() * 10
+
+
+def test_macro_accuracy_hand_cases():
+    V = 5
+    # class 0: recall 1/2, class 1: recall 1/1; the prediction 2 at the ignored position does not count
+    t = torch.tensor([0, 0, 1, -100])
+    p = torch.tensor([0, 1, 1, 2])
+    assert batch_macro_accuracy(p, t, V).item() == pytest.approx(0.75)
+    # class 3 is predicted but never a target: it counts, with recall 0 -> (3/4 + 0) / 2
+    t = torch.tensor([0, 0, 0, 0])
+    p = torch.tensor([0, 0, 0, 3])
+    assert batch_macro_accuracy(p, t, V).item() == pytest.approx(0.375)
+    # no valid target at all: 0 (torchmetrics' safe divide)
+    assert batch_macro_accuracy(torch.tensor([1, 2]), torch.tensor([-100, -100]), V).item() == 0.0
+
+
+def test_metrics_batch_weighting_micro_and_ppl():
+    V = 4
+    m = MADMetrics(V)
+    # batch 1 (2 rows): targets [[0,1],[1,-100]], preds [[0,1],[2,3]] -> classes 0:1/1, 1:1/2, 2: predicted only -> 0
+    m.update(onehot_logits([[0, 1], [2, 3]], V), torch.tensor([[0, 1], [1, -100]]))
+    a1 = (1 + 0.5 + 0) / 3
+    # batch 2 (1 row): all right -> 1.0
+    m.update(onehot_logits([[3, 3]], V), torch.tensor([[3, 3]]))
+    out = m.compute()
+    assert out["acc"] == pytest.approx((2 * a1 + 1 * 1.0) / 3)
+    assert out["acc_micro"] == pytest.approx(4 / 5)
+    assert out["n_targets"] == 5
+    u = MADMetrics(V)  # uniform logits: CE = log V, ppl = V
+    u.update(torch.zeros(3, 2, V), torch.tensor([[0, 1], [2, -100], [3, 3]]))
+    assert u.compute()["loss"] == pytest.approx(math.log(V)) and u.compute()["ppl"] == pytest.approx(V)
+
+
+def brute_macro(p, t, V):
+    keep = [(a, b) for a, b in zip(p, t) if b != -100]
+    classes = {b for _, b in keep} | {a for a, _ in keep}
+    rec = []
+    for c in classes:
+        sup = sum(1 for _, b in keep if b == c)
+        rec.append(sum(1 for a, b in keep if a == b == c) / sup if sup else 0.0)
+    return sum(rec) / len(rec) if rec else 0.0
+
+
+def test_macro_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        V = int(torch.randint(2, 9, (1,), generator=g))
+        t = torch.randint(0, V, (30,), generator=g)
+        t[torch.rand(30, generator=g) < 0.3] = -100
+        p = torch.randint(0, V, (30,), generator=g)
+        assert batch_macro_accuracy(p, t, V).item() == pytest.approx(brute_macro(p.tolist(), t.tolist(), V))
+
+
+# -------------------------------------------------------------------------------------- selection
+
+def rec(epoch, acc, ppl, micro=None):
+    return {"epoch": epoch, "test_acc": acc, "test_ppl": ppl, "test_loss": math.log(ppl) if ppl > 0 else ppl,
+            "test_acc_micro": micro if micro is not None else acc, "train_loss": 1.0 / (epoch + 1)}
+
+
+def test_selection_min_test_perplexity():
+    hist = [rec(0, 0.2, 3.0), rec(1, 0.6, 1.5, 0.65), rec(2, 0.9, 2.0), rec(3, 0.7, 1.5), rec(4, 0.8, float("nan"))]
+    s = summarize(hist)
+    assert (s["acc"], s["best_epoch"], s["acc_micro"], s["ppl"]) == (0.6, 1, 0.65, 1.5)  # first of the tied minima
+    assert (s["acc_best"], s["acc_last"], s["epochs_run"], s["stopped_early"]) == (0.9, 0.8, 5, False)
+    assert summarize([rec(0, 0.5, 2.0), rec(1, 0.9995, 1.1)])["stopped_early"]
+
+
+# ----------------------------------------------------------------------------------------- runs
+
+class Ctx:
+    def __init__(self):
+        self.reports = []
+
+    def report(self, metrics, checkpoint_dir=None):
+        self.reports.append(dict(metrics))
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    ctx = Ctx()
+    out = run_mad(tiny_config(tmp_path), ctx)
+    assert out["status"] == "ok" and out["nan"] is False
+    assert out["epochs_run"] == 3 and len(ctx.reports) == 3 and [r["epoch"] for r in ctx.reports] == [0, 1, 2]
+    assert out["steps"] == 3 * 4 and out["steps_per_epoch"] == 4
+    assert 0.0 <= out["acc"] <= 1.0 and out["acc_best"] >= out["acc"] and math.isfinite(out["ppl"])
+    sel = min(ctx.reports, key=lambda r: r["test_ppl"])
+    assert out["acc"] == sel["test_acc"] and out["best_epoch"] == sel["epoch"]
+    assert out["precision"] == "fp32" and out["task"] == "M" and out["epochs"] == 3 and out["wd"] == 0.1
+    assert out["lr"] == 3e-3 and out["metric"] == "macro-per-batch" and out["n_params"] > 0
+    # same seed, same everything -> identical numbers
+    again = run_mad(tiny_config(tmp_path))
+    assert again["acc"] == out["acc"] and again["loss"] == out["loss"]
+
+
+def test_early_stop_at_0999(tmp_path, monkeypatch):
+    accs = iter([0.5, 0.9991, 0.2])
+    ppls = iter([3.0, 2.0, 1.0])
+
+    def fake_eval(model, x, y, bs):
+        return {"acc": next(accs), "acc_micro": 0.5, "ppl": next(ppls), "loss": 0.1}
+
+    monkeypatch.setattr(protocol, "evaluate_split", fake_eval)
+    out = run_mad(tiny_config(tmp_path, epochs=5))
+    assert out["stopped_early"] and out["epochs_run"] == 2 and out["steps"] == 2 * 4
+    assert out["acc"] == 0.9991 and out["best_epoch"] == 1
+
+
+def test_nan_run_scores_zero_and_is_flagged(tmp_path, monkeypatch):
+    real = backbones.mad_loss
+    calls = {"n": 0}
+
+    def nan_at_5(model, x, y):
+        calls["n"] += 1
+        loss = real(model, x, y)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(backbones, "mad_loss", nan_at_5)
+    out = run_mad(tiny_config(tmp_path))
+    assert out["status"] == "nan" and out["nan"] is True and out["acc"] == 0.0
+    assert out["diverged_step"] == 5 and out["epochs_run"] == 1 and "non-finite" in out["error"]
+    row = pd.DataFrame([{**out, "setting": "s1"}, {**out, "setting": "s1", "status": "ok", "acc": 0.4, "lr": 1e-4},
+                        {**out, "setting": "s2"}])
+    best = best_per_setting(row)
+    assert best["acc"].tolist() == [0.4, 0.0] and best["n_nan"].tolist() == [1, 1]
+
+
+def test_compression_uses_autoencoder(tmp_path):
+    cfg = tiny_config(tmp_path, task="C", epochs=1)
+    out = run_mad(cfg)
+    assert out["status"] == "ok" and out["task"] == "C"
+    mcfg = MADRunConfig.model_validate(cfg).model_cfg(16)
+    ae = backbones.build_backbone(mcfg, "C", 16)
+    assert isinstance(ae, backbones.AutoEncoder) and ae.encoder.lm_head is None
+    ids = torch.randint(0, 16, (2, 16))
+    assert ae(ids).shape == (2, 16, 16)
+    # the decoder sees the input only through the pooled last position: same pooled state -> same output
+    ae.eval()
+    with torch.no_grad():
+        h = ae.encoder.hidden(ids)[:, -1]
+        manual = ae.head(ae.head_norm(ae.decoder(h[:, None, :] + ae.positions[None])))
+        torch.testing.assert_close(ae(ids), manual)
+
+
+def test_run_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        MADRunConfig.model_validate({**tiny_config(tmp_path), "arch": "transformer"})
+    with pytest.raises(ValueError, match="extra"):
+        MADRunConfig.model_validate({**tiny_config(tmp_path), "learning_rate": 1.0})
+    with pytest.raises(ValueError):
+        MADRunConfig.model_validate({**tiny_config(tmp_path), "setting": {"task": "nope"}})
+    with pytest.raises(ConfigError, match="vocab_size"):
+        MADRunConfig.model_validate({**tiny_config(tmp_path), "model": {**TINY_MODEL, "vocab_size": 99}}).model_cfg(16)
+
+
+# ------------------------------------------------------------------------------------ backbones/arch
+
+def test_mad_backbone_shape():
+    cfg = arch_model_config("transformer", vocab_size=16, seq_len=127)
+    assert (cfg.d_model, cfg.n_layers, cfg.ffn.inner(128), cfg.head_bias, cfg.tie_embeddings) == (128, 2, 352, True, False)
+    assert cfg.mixer == "attention" and cfg.resolved_mixer_kwargs()["num_heads"] == 2 and cfg.context == 127
+    model = backbones.build_backbone(cfg, "CR", 127)
+    n = sum(p.numel() for p in model.parameters())
+    assert 395_000 < n < 415_000  # mad-lab's attention backbone at V=16: ~407k
+    assert arch_entry("transformer-window-128")["mixer_kwargs"]["window_size"] == 128
+
+
+def test_unknown_arch_lists_names():
+    with pytest.raises(ConfigError) as e:
+        arch_model_config("transfomer", 16, 128)
+    assert "transformer" in str(e.value) and "gla" in str(e.value)
+
+
+@pytest.mark.parametrize("arch", arch_names())
+def test_every_registered_arch_validates(arch):
+    entry = arch_entry(arch)
+    if entry["mixer"] not in mixer_names():
+        pytest.skip(f"mixer {entry['mixer']!r} is not registered yet")
+    cfg = arch_model_config(arch, vocab_size=16, seq_len=128)
+    assert cfg.d_model == 128
+
+
+# ----------------------------------------------------------------------------------------- scoring
+
+def rows(model_id, task, setting, accs, epochs=200, statuses=None):
+    grid = [(lr, wd) for lr in (1e-4, 5e-4, 1e-3) for wd in (0.0, 0.1)]
+    statuses = statuses or ["ok"] * len(accs)
+    return [dict(model_id=model_id, task=task, setting=setting, lr=lr, wd=wd, status=st, acc=a, epochs=epochs)
+            for (lr, wd), a, st in zip(grid, accs, statuses)]
+
+
+def full_table_df():
+    data = []
+    for i, task in enumerate(["CR", "NR", "FR", "M", "C", "SC"]):
+        data += rows("A", task, "baseline", [0.1, 0.2, 0.9, 0.3, 0.4, 0.5])
+        data += rows("A", task, "vocab_size=32", [0.5, 0.1 * i, 0.0, 0.0, 0.0, 0.0])
+        data += rows("B", task, "baseline", [1.0] * 6)
+        data += rows("B", task, "vocab_size=32", [float("nan")] * 6, statuses=["nan"] * 6)
+    return pd.DataFrame(data)
+
+
+def test_scoring_best_of_six_and_means():
+    table = mad_table(full_table_df())
+    assert list(table.columns[:7]) == ["CR", "NR", "FR", "M", "C", "SC", "avg"]
+    assert table.loc["A", "CR"] == pytest.approx((0.9 + 0.5) / 2)
+    assert table.loc["A", "SC"] == pytest.approx((0.9 + 0.5) / 2)
+    assert table.loc["A", "avg"] == pytest.approx(0.7)
+    # B: an all-NaN setting counts as 0 (not dropped) and is flagged
+    assert table.loc["B", "CR"] == pytest.approx(0.5) and table.loc["B", "avg"] == pytest.approx(0.5)
+    assert table.loc["B", "n_nan"] == 36 and table.loc["A", "n_nan"] == 0
+    assert table.loc["A", "n_settings"] == 12 and table.loc["A", "n_runs"] == 72
+    assert list(table.index) == ["A", "B"]  # sorted by avg
+    best = best_per_setting(full_table_df())
+    a_cr = best[(best.model_id == "A") & (best.task == "CR") & (best.setting == "baseline")].iloc[0]
+    assert (a_cr["acc"], a_cr["lr"], a_cr["wd"]) == (0.9, 5e-4, 0.0)
+    md = to_markdown(table)
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| model_id | CR | NR | FR | M | C | SC | avg |")
+    assert lines[2].startswith("| A | 0.700 |") and len(lines) == 4
+
+
+def test_scoring_partial_tasks_and_names():
+    df = pd.DataFrame(rows("A", "in-context-recall", "baseline", [0.3] * 6))
+    table = mad_table(df)
+    assert table.loc["A", "CR"] == pytest.approx(0.3) and np.isnan(table.loc["A", "avg"])
+    assert "| A | 0.300 | - |" in to_markdown(table)
+
+
+def test_scoring_refuses_mixed_protocols():
+    df = pd.DataFrame(rows("A", "CR", "baseline", [0.3] * 6) + rows("A", "CR", "seq_len=256", [0.3] * 6, epochs=20))
+    with pytest.raises(ValueError, match=r"'A' mixes epochs values \[20, 200\]"):
+        mad_table(df)
+    with pytest.raises(ValueError, match="lack column"):
+        mad_table(df.drop(columns=["epochs"]))
