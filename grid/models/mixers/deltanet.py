@@ -254,6 +254,7 @@ register(MixerSpec(
     fused=_fused,
     reference=_reference,
     gated_chunk_bwd=False,  # chunk_delta_rule calls chunk_bwd_dqkwg with g=None: not affected
-    size_knobs={"num_heads": (1, 2, 4, 8, 16, 32), "expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 2.0)},
+    # num_heads is not a width knob here (it only resizes b_proj): sizing varies the key/value widths
+    size_knobs={"expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 2.0)},
     notes="fla's chunk kernel rejects fp32 activations (use bf16 autocast for T > 64)",
 ))

@@ -182,6 +182,7 @@ register(MixerSpec(
     fused=_fused,
     reference=_reference,
     gated_chunk_bwd=True,  # chunk_gated_delta_rule_bwd -> chunk_bwd_dqkwg(..., g=g)
-    size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16), "head_dim": (64, 128, 256), "expand_v": (1.0, 2.0)},
+    # head_dim stays at its (power-of-two) default during sizing; pass it explicitly to change it
+    size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16), "expand_v": (1.0, 2.0)},
     notes="defaults keep expand_v=1 (flame's 340M file is ~40% larger than its siblings)",
 ))

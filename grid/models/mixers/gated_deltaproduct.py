@@ -81,6 +81,7 @@ register(MixerSpec(
     reference_unavailable="not implemented: fused-only entry (fla.ops.gated_delta_product.naive has an oracle "
                           "for a future reference)",
     gated_chunk_bwd=True,  # with the forget gate (default) its backward is chunk_gated_delta_rule_bwd(g=...)
-    size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16), "head_dim": (64, 128, 256), "expand_v": (1.0, 2.0)},
+    # head_dim stays at its (power-of-two) default during sizing; pass it explicitly to change it
+    size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16), "expand_v": (1.0, 2.0)},
     notes="fla's chunk kernel rejects fp32 activations (bf16 autocast)",
 ))

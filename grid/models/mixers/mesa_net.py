@@ -72,5 +72,5 @@ register(MixerSpec(
     reference_unavailable="not implemented: fused-only entry (fla.ops.mesa_net.naive has an oracle for a future "
                           "reference)",
     gated_chunk_bwd=False,  # chunk_mesa_net's backward does not call chunk_bwd_dqkwg
-    size_knobs={"num_heads": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), "head_dim": (64, 128, 256)},
+    size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32)},
 ))

@@ -147,6 +147,8 @@ register(MixerSpec(
     reference_unavailable="not implemented: fused-only entry (RWKV-7's update is fla's DPLR delta rule; "
                           "fla.ops.generalized_delta_rule.dplr.naive would be the oracle)",
     gated_chunk_bwd=False,  # chunk_rwkv7 -> chunk_dplr_delta_rule: its own backward, no chunk_bwd_dqkwg
-    size_knobs={"head_dim": (32, 64, 128)},
+    # no width knob: RWKV-7's r/k/v/o are d x d whatever the heads; its LoRAs make it ~4.7*d^2 at d=1024
+    # (+5.7% non-embedding at 1024x24 vs attention). Iso-parameter sizing must vary depth or pass LoRA ranks.
+    size_knobs={},
     notes="keeps its own (paper) init; set num_hidden_layers to the model depth; value residual via side channel",
 ))

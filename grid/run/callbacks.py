@@ -1,0 +1,277 @@
+"""Driver-side Tune callbacks: the results-store writer and the one-line progress reporter.
+
+Both run in the driver process (Tune calls callbacks there), so the store has a single writer.
+Neither lets an exception escape: a failure to write one row must not stop the grid (the metrics
+also stay in Tune's own result.json under the experiment directory).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import re
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from grid.run.trainable import PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 20_000
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def spec_of(trial):
+    from grid.run.spec import TrialSpec
+
+    return TrialSpec.from_json(trial.config[TRIAL_KEY][SPEC_KEY])
+
+
+def trial_key_of(trial) -> str:
+    return trial.config[TRIAL_KEY]["trial_key"]
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def build_row(spec, payload: dict[str, Any], *, attempt: int | None, experiment: str | None) -> dict[str, Any]:
+    """Store row = metrics, then the spec's descriptive columns (they win), then runner-owned columns."""
+    from grid.results.schema import PROVENANCE_COLUMNS
+
+    row: dict[str, Any] = dict(payload.get("metrics") or {})
+    row.update(spec.columns)
+    row.update({
+        "trial_key": spec.trial_key,
+        "suite": spec.suite,
+        "grid": spec.grid,
+        "status": payload.get("status", "error"),
+        "error": payload.get("error"),
+        "config_json": spec.config_json,
+        "wall_s": payload.get("wall_s"),
+        "started_at": payload.get("started_at"),
+        "finished_at": payload.get("finished_at") or _now_iso(),
+        "attempt": attempt,
+        "gpu_index": payload.get("gpu_index"),
+        "experiment": experiment,
+    })
+    for col in PROVENANCE_COLUMNS:
+        row[col] = payload.get(col)
+    return row
+
+
+class StoreCallback(Callback):
+    """Writes one results row per trial: on completion (its final metrics) or on final failure (status=error).
+
+    `written` maps trial_key -> status of every row written by this callback instance.
+    """
+
+    def __init__(self, store, experiment: str | None = None):
+        self.store = store
+        self.experiment = experiment
+        self.written: dict[str, str] = {}
+        self.write_errors: dict[str, str] = {}
+        self._prov: dict[str, dict[str, Any]] = {}
+
+    # per-attempt provenance arrives with the first report of every attempt
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        blob = result.get(PROV_KEY)
+        if blob:
+            try:
+                self._prov[trial.trial_id] = json.loads(blob)
+            except ValueError:
+                pass
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        try:
+            spec = spec_of(trial)
+        except Exception as exc:  # noqa: BLE001 - not one of ours; nothing to write
+            log.error("lingrid: cannot read the spec of trial %s: %s", trial, exc)
+            return
+        result = trial.last_result or {}
+        blob = result.get(ROW_KEY)
+        if blob:
+            payload = json.loads(blob)
+        else:
+            payload = dict(self._prov.get(trial.trial_id, {}))
+            payload.update(status="error", error="the trial finished without reporting its final result "
+                                                 "(the trial function returned early through Tune?)")
+        self._write(spec, payload, attempt=trial.num_failures + 1)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            spec = spec_of(trial)
+        except Exception as exc:  # noqa: BLE001
+            log.error("lingrid: cannot read the spec of trial %s: %s", trial, exc)
+            return
+        payload = dict(self._prov.get(trial.trial_id, {}))
+        last = trial.last_result or {}
+        if not payload and last.get(PROV_KEY):
+            try:
+                payload = json.loads(last[PROV_KEY])
+            except ValueError:
+                payload = {}
+        payload["status"] = "error"
+        payload["error"] = self._error_text(trial)
+        payload["finished_at"] = _now_iso()
+        started = payload.get("started_at")
+        if started:
+            try:
+                t0 = _dt.datetime.fromisoformat(started)
+                payload["wall_s"] = (_dt.datetime.now(_dt.timezone.utc) - t0).total_seconds()
+            except ValueError:
+                pass
+        self._write(spec, payload, attempt=max(trial.num_failures, 1))
+
+    @staticmethod
+    def _error_text(trial) -> str:
+        text = None
+        try:
+            text = trial.get_error()
+        except Exception:  # noqa: BLE001
+            text = None
+        if not text and getattr(trial, "error_file", None):
+            try:
+                with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                text = None
+        text = _ANSI.sub("", text or f"trial {trial.trial_id} failed (no error text was recorded by Ray Tune)")
+        if len(text) > MAX_ERROR_CHARS:
+            text = "...[truncated]...\n" + text[-MAX_ERROR_CHARS:]
+        return text
+
+    def _write(self, spec, payload: dict[str, Any], attempt: int | None) -> None:
+        row = build_row(spec, payload, attempt=attempt, experiment=self.experiment)
+        try:
+            self.store.write_row(row, suite=spec.suite, grid=spec.grid)
+            self.written[spec.trial_key] = row["status"]
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a metric of a type the store rejects
+            msg = f"{type(exc).__name__}: {exc}"
+            log.error("lingrid: could not store the row of trial %s: %s", spec.trial_key, msg)
+            self.write_errors[spec.trial_key] = msg
+        # keep the trial visible: an error row without the offending metrics
+        fallback = build_row(spec, {k: v for k, v in payload.items() if k != "metrics"}, attempt=attempt,
+                             experiment=self.experiment)
+        fallback["status"] = "error"
+        fallback["error"] = f"storing the trial's row failed: {msg}" + (f"\n{payload['error']}" if payload.get("error") else "")
+        try:
+            self.store.write_row(fallback, suite=spec.suite, grid=spec.grid)
+            self.written[spec.trial_key] = "error"
+        except Exception as exc2:  # noqa: BLE001
+            log.error("lingrid: could not store the fallback row of trial %s: %s", spec.trial_key, exc2)
+
+    def __getstate__(self):  # pickled into tuner.pkl: keep only the configuration
+        return {"store": self.store, "experiment": self.experiment, "written": {}, "write_errors": {}, "_prov": {}}
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class ProgressCallback(Callback):
+    """One progress line (done / failed / running / pending / ETA), at most every `interval_s`, and at the end."""
+
+    def __init__(self, n_total: int, *, experiment: str = "", n_skipped: int = 0, interval_s: float = 5.0,
+                 stream=None, enabled: bool = True):
+        self.n_total = n_total
+        self.experiment = experiment
+        self.n_skipped = n_skipped
+        self.interval_s = interval_s
+        self.stream = stream
+        self.enabled = enabled
+        self._reset()
+
+    def _reset(self):
+        self.t0 = time.time()
+        self.running: set[str] = set()
+        self.statuses: dict[str, str] = {}
+        self.n_retried = 0
+        self.walls: list[float] = []
+        self.max_running = 0
+        self._last_print = 0.0
+        self._last_line = ""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["stream"] = None  # streams do not pickle (tuner.pkl)
+        return state
+
+    # ----------------------------------------------------------- tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self.max_running = max(self.max_running, len(self.running))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self.n_retried += 1
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        res = trial.last_result or {}
+        self.statuses[trial.trial_id] = res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"
+        wall = res.get("wall_s")
+        if isinstance(wall, (int, float)) and math.isfinite(wall):
+            self.walls.append(float(wall))
+        self._maybe_print(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self.statuses[trial.trial_id] = "error"
+        self._maybe_print(force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self._maybe_print()
+
+    def on_experiment_end(self, trials, **info):
+        self._maybe_print(force=True, final=True)
+
+    # -------------------------------------------------------------- output
+    def line(self, final: bool = False) -> str:
+        n_failed = sum(1 for s in self.statuses.values() if s == "error")
+        n_done = len(self.statuses) - n_failed
+        by = {}
+        for s in self.statuses.values():
+            if s != "error":
+                by[s] = by.get(s, 0) + 1
+        running = len(self.running)
+        pending = max(self.n_total - len(self.statuses) - running, 0)
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(by.items())) if by else ""
+        parts = [f"{n_done}/{self.n_total} done" + (f" ({detail})" if detail and set(by) != {"ok"} else ""),
+                 f"{n_failed} failed", f"{running} running", f"{pending} pending"]
+        if self.n_retried:
+            parts.append(f"{self.n_retried} retried")
+        if self.n_skipped:
+            parts.append(f"{self.n_skipped} skipped (already in store)")
+        elapsed = time.time() - self.t0
+        tail = f"elapsed {_fmt_s(elapsed)}"
+        if not final and self.walls and (pending or running):
+            conc = max(self.max_running, running, 1)
+            eta = sum(self.walls) / len(self.walls) * (pending + running) / conc
+            tail += f", ETA ~{_fmt_s(eta)}"
+        name = f"[{self.experiment}] " if self.experiment else ""
+        return f"{name}{' | '.join(parts)} | {tail}"
+
+    def _maybe_print(self, force: bool = False, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if not force and now - self._last_print < self.interval_s:
+            return
+        if force and not final and now - self._last_print < min(1.0, self.interval_s):
+            return  # bursts of completions: still at most ~1 line per second
+        line = self.line(final=final)
+        if line == self._last_line and not final:
+            return
+        self._last_print, self._last_line = now, line
+        print(("done: " if final else "") + line, file=self.stream or sys.stderr, flush=True)

@@ -1,0 +1,130 @@
+"""What one trial is: the resolved config (hashed into `trial_key`), where it runs, what it needs.
+
+A `TrialSpec` is plain data (pydantic, JSON round-trip): the runner ships it to the Ray worker
+as a JSON string and the worker imports `trainable` ("module:function") there, so the driver
+never imports model code (no torch, fla or triton on the driver).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grid.keys import canonical_json, content_hash
+
+# store columns a trial may describe itself with (anything else belongs in config or metrics)
+DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("model_id", "mixer", "backend", "task", "setting", "lr", "wd", "seed")
+
+
+class Resources(BaseModel):
+    """Per-trial Ray resources: cpu > 0, gpu >= 0 (fractions share a device; > 1 must be whole)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"gpu={v}: above 1 GPU a trial must ask for a whole number of GPUs (Ray cannot split them)")
+        return v
+
+    def bundle(self) -> dict[str, float]:
+        """The Ray placement-group bundle ({"CPU": .., "GPU": ..}; GPU omitted when 0)."""
+        out = {"CPU": float(self.cpu)}
+        if self.gpu > 0:
+            out["GPU"] = float(self.gpu)
+        return out
+
+
+class TrialSpec(BaseModel):
+    """One trial: `trial_key` = content_hash(config) unless given explicitly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial_key: str
+    suite: str
+    grid: str
+    trainable: str = Field(description='"package.module:function"; called as fn(config, ctx) on the worker')
+    config: dict[str, Any] = Field(description="the full resolved config: everything that can change the result")
+    columns: dict[str, Any] = Field(default_factory=dict, description="descriptive store columns (model_id, mixer, task, setting, lr, wd, seed, ...)")
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("trial_key", "suite", "grid")
+    @classmethod
+    def _path_safe(cls, v: str, info) -> str:
+        from grid.results.schema import check_name
+
+        return check_name(info.field_name, v)
+
+    @field_validator("trainable")
+    @classmethod
+    def _module_function(cls, v: str) -> str:
+        mod, sep, fn = v.partition(":")
+        if not sep or not mod or not fn or not all(p.isidentifier() for p in mod.split(".")) or not fn.isidentifier():
+            raise ValueError(f"trainable must look like 'package.module:function', got {v!r}")
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _json_able(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(v, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config must be JSON-serialisable (it is hashed and stored): {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _columns_ok(self) -> "TrialSpec":
+        from grid.results.schema import FIXED_COLUMNS, coerce_fixed, infer_type
+
+        reserved = {"trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at",
+                    "finished_at", "attempt", "gpu_index"}
+        for name, value in self.columns.items():
+            if name in reserved:
+                raise ValueError(f"columns[{name!r}] is filled in by the runner; allowed descriptive columns include {list(DESCRIPTIVE_COLUMNS)}")
+            if name in FIXED_COLUMNS:
+                coerce_fixed(name, value)
+            else:
+                infer_type(name, value)
+        return self
+
+    @property
+    def config_json(self) -> str:
+        return canonical_json(self.config)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, s: str) -> "TrialSpec":
+        return cls.model_validate_json(s)
+
+
+def make_trial(
+    config: dict[str, Any],
+    *,
+    suite: str,
+    grid: str,
+    trainable: str,
+    columns: dict[str, Any] | None = None,
+    resources: Resources | dict[str, float] | None = None,
+    trial_key: str | None = None,
+) -> TrialSpec:
+    """Build a TrialSpec; `trial_key` defaults to content_hash(config)."""
+    if resources is None:
+        resources = Resources()
+    elif isinstance(resources, dict):
+        resources = Resources(**resources)
+    return TrialSpec(
+        trial_key=trial_key if trial_key is not None else content_hash(config),
+        suite=suite,
+        grid=grid,
+        trainable=trainable,
+        config=config,
+        columns=dict(columns or {}),
+        resources=resources,
+    )

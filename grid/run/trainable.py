@@ -1,0 +1,170 @@
+"""The one Ray Tune function trainable: runs a trial's `module:function` inside the Ray worker.
+
+Contract of a trial function::
+
+    def my_trial(config: dict, ctx: TrialContext) -> dict | None:
+        ckpt = ctx.checkpoint_dir()            # restored checkpoint dir (retry / resume) or None
+        ...
+        ctx.report({"epoch": e, "loss": l}, checkpoint_dir=some_dir)   # optional, any number of times
+        return {"test_acc": acc}               # final metrics; may set "status": "diverged" | "nan" | "skipped"
+
+The final row's metrics are the last `ctx.report` metrics updated with the returned dict.
+An exception marks the attempt failed; Tune retries it (FailureConfig.max_failures) from the
+last checkpoint, and after the last attempt the driver writes a status="error" row.
+
+Only `ray.tune.*` APIs are used here (ray.train.report inside Tune is an error on Ray >= 2.52).
+Model code (torch, fla, triton) is imported by the trial function, on the worker, never here.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import time
+from typing import Any, Callable
+
+# keys of the dicts reported to Tune that carry lingrid's own payloads
+START_KEY = "__start__"
+FINAL_KEY = "__final__"
+PROV_KEY = "__prov__"    # JSON: provenance + gpu_index + started_at, reported once at trial start
+ROW_KEY = "__row__"      # JSON: the store row payload, reported once at the end
+TRIAL_KEY = "trial"      # Tune param_space: {"trial": grid_search([{"trial_key": k, "spec": <TrialSpec JSON>}, ...])}
+SPEC_KEY = "spec"
+
+FN_STATUSES = ("ok", "diverged", "nan", "skipped")
+# result keys Tune fills in itself: user metrics may not use them
+TUNE_RESERVED = frozenset({
+    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+    "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+    "should_checkpoint", "experiment_tag", "timesteps_total", "episodes_total", "experiment_id",
+})
+
+
+def import_string(path: str) -> Callable[..., Any]:
+    """'package.module:function' -> the function object."""
+    module, _, name = path.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"cannot import trial module {module!r} (trainable={path!r}): {exc}") from exc
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise ImportError(f"module {module!r} has no function {name!r} (trainable={path!r})") from None
+
+
+# store columns the runner fills in: trial functions may not report metrics with these names
+RUNNER_COLUMNS = frozenset({
+    "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
+    "attempt", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile",
+})
+
+
+def _plain(name: str, value: Any) -> Any:
+    """numpy / torch scalars -> Python values, checked against the store's metric types (fail early)."""
+    from grid.results.schema import infer_type
+
+    return infer_type(name, value)[1]
+
+
+def _clean_metrics(metrics: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise TypeError(f"{where} must be a dict of metrics, got {type(metrics).__name__}")
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not k:
+            raise TypeError(f"{where}: metric names must be non-empty strings, got {k!r}")
+        if k.startswith("__") or k in TUNE_RESERVED or k in RUNNER_COLUMNS:
+            raise ValueError(f"{where}: metric name {k!r} is reserved (by the lingrid runner or Ray Tune); rename it")
+        out[k] = _plain(k, v)
+    return out
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, default=str, allow_nan=True)
+
+
+class TrialContext:
+    """Handed to the trial function: report intermediate metrics/checkpoints, find the restored checkpoint."""
+
+    def __init__(self, spec, gpu_index: str | None):
+        self.spec = spec
+        self.trial_key: str = spec.trial_key
+        self.config: dict[str, Any] = spec.config
+        self.gpu_index = gpu_index
+        self.last_metrics: dict[str, Any] = {}
+        self._restored: str | None = None
+        self._restored_checked = False
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        """Report intermediate metrics (and optionally persist `checkpoint_dir` as the trial's checkpoint).
+
+        The directory is copied into the experiment storage by Tune; it may be deleted afterwards.
+        Retries and resumed experiments restart from the latest reported checkpoint.
+        """
+        from ray import tune
+
+        clean = _clean_metrics(metrics, "ctx.report()")
+        self.last_metrics.update(clean)
+        checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_dir)) if checkpoint_dir is not None else None
+        tune.report(clean, checkpoint=checkpoint)
+
+    def checkpoint_dir(self) -> str | None:
+        """Directory of the checkpoint this attempt was restored from, or None on a fresh start."""
+        if not self._restored_checked:
+            from ray import tune
+
+            self._restored_checked = True
+            ckpt = tune.get_checkpoint()
+            if ckpt is not None:
+                fs_type = getattr(getattr(ckpt, "filesystem", None), "type_name", "local")
+                self._restored = ckpt.path if fs_type == "local" else ckpt.to_directory()
+        return self._restored
+
+
+def _utcnow_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def lingrid_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: config = {"trial": {"trial_key": ..., "spec": <TrialSpec JSON>}}."""
+    from ray import tune
+
+    from grid.env import provenance
+    from grid.run.spec import TrialSpec
+
+    t0 = time.time()
+    started_at = _utcnow_iso()
+    spec = TrialSpec.from_json(config[TRIAL_KEY][SPEC_KEY])
+    gpu_index = os.environ.get("CUDA_VISIBLE_DEVICES") if spec.resources.gpu > 0 else None
+    prov = dict(provenance())
+    prov.pop("cuda_visible_devices", None)
+    prov["env_profile"] = os.environ.get("LINGRID_ENV_PROFILE")
+    head = {**prov, "gpu_index": gpu_index, "started_at": started_at}
+    # reported first so an attempt that crashes still leaves provenance and gpu_index for its error row
+    tune.report({START_KEY: True, PROV_KEY: _json(head)})
+
+    fn = import_string(spec.trainable)
+    ctx = TrialContext(spec, gpu_index)
+    returned = fn(spec.config, ctx)
+    if returned is not None and not isinstance(returned, dict):
+        raise TypeError(f"trial function {spec.trainable} must return a dict of final metrics or None, got {type(returned).__name__}")
+    returned = dict(returned or {})
+    status = returned.pop("status", None) or "ok"
+    if status not in FN_STATUSES:
+        raise ValueError(f"trial function {spec.trainable} returned status={status!r}; allowed: {list(FN_STATUSES)} (raise for errors)")
+    message = returned.pop("error", None)
+    metrics = {**ctx.last_metrics, **_clean_metrics(returned, f"return value of {spec.trainable}")}
+    row = {
+        **head,
+        "status": status,
+        "error": None if message is None else str(message),
+        "wall_s": time.time() - t0,
+        "finished_at": _utcnow_iso(),
+        "metrics": metrics,
+    }
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+    tune.report({**flat, FINAL_KEY: True, "status": status, "wall_s": row["wall_s"], ROW_KEY: _json(row)})

@@ -1,0 +1,45 @@
+"""Stub trial functions for the runner tests: no torch, no model, just the trial contract."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def ok_trial(config, ctx):
+    """Reports a couple of steps, returns a metric; sleeps config.get('sleep_s', 0) in total."""
+    steps = int(config.get("steps", 2))
+    for i in range(steps):
+        time.sleep(float(config.get("sleep_s", 0.0)) / max(steps, 1))
+        ctx.report({"step": i, "loss": 1.0 / (i + 1)})
+    return {"score": float(config.get("x", 0)) * 2.0, "n_steps": steps,
+            "cvd": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def gpu_trial(config, ctx):
+    """Holds its (logical) GPU for a while so that trials overlap, and returns what it saw."""
+    time.sleep(float(config.get("sleep_s", 1.0)))
+    return {"cvd": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "worker_pid": os.getpid()}
+
+
+def flaky_trial(config, ctx):
+    """Raises on the first attempt (marker file absent), succeeds on the retry, resuming from its checkpoint."""
+    marker = Path(config["marker"])
+    restored = ctx.checkpoint_dir()
+    if not marker.exists():
+        marker.write_text("failed once")
+        ckpt = Path(config["ckpt_dir"])
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "state.txt").write_text("step=1")
+        ctx.report({"step": 1}, checkpoint_dir=str(ckpt))
+        raise RuntimeError("flaky: first attempt fails on purpose")
+    state = (Path(restored) / "state.txt").read_text() if restored else None
+    return {"resumed_from": state or "", "score": 1.0}
+
+
+def always_fails(config, ctx):
+    raise ValueError("always_fails: this trial never works")
+
+
+def diverging_trial(config, ctx):
+    return {"status": "diverged", "loss": float("nan")}
