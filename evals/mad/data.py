@@ -128,6 +128,33 @@ def load_split(setting: MADSetting, root: str | Path = DEFAULT_ROOT, split: str 
     return np.load(path / FILES[0], mmap_mode=mode), np.load(path / FILES[1], mmap_mode=mode)
 
 
+def _ensure_timed(args) -> tuple[MADSetting, bool, float]:
+    setting, root = args
+    t0 = time.perf_counter()
+    existed = setting_dir(setting, root).exists()
+    ensure_data(setting, root)
+    return setting, existed, time.perf_counter() - t0
+
+
+def ensure_all(settings: list[MADSetting], root: str | Path = DEFAULT_ROOT, jobs: int = 1, log=print) -> None:
+    """Make sure every setting's data exists; `jobs` > 1 generates settings in parallel processes
+    (each setting still uses its own single RNG stream, so the output is identical)."""
+    todo = [(s, root) for s in settings]
+    if jobs > 1 and sum(not setting_dir(s, root).exists() for s in settings) > 1:
+        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = pool.map(_ensure_timed, todo)
+            for i, (s, existed, dt) in enumerate(results, 1):
+                log(f"[{i}/{len(settings)}] {s.code:<2} {s.setting_id:<24} {s.dir_name}: "
+                    + ("exists" if existed else f"generated in {dt:.1f}s"))
+        return
+    for i, item in enumerate(todo, 1):
+        s, existed, dt = _ensure_timed(item)
+        log(f"[{i}/{len(settings)}] {s.code:<2} {s.setting_id:<24} {s.dir_name}: "
+            + ("exists" if existed else f"generated in {dt:.1f}s"))
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -139,18 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                      help="task names or codes (CR NR FR M C SC); default all")
     gen.add_argument("--settings", choices=("baseline", "all"), default="all")
     gen.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    gen.add_argument("--jobs", type=int, default=1, help="settings generated in parallel processes")
     args = parser.parse_args(argv)
 
     try:
         settings = all_settings(args.tasks, which=args.settings)
     except ValueError as exc:
         parser.error(str(exc))
-    for i, s in enumerate(settings, 1):
-        t0 = time.perf_counter()
-        existed = setting_dir(s, args.root).exists()
-        ensure_data(s, args.root)
-        status = "exists" if existed else f"generated in {time.perf_counter() - t0:.1f}s"
-        print(f"[{i}/{len(settings)}] {s.code:<2} {s.setting_id:<24} {s.dir_name}: {status}", flush=True)
+    ensure_all(settings, args.root, max(1, args.jobs), log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -60,8 +60,14 @@ def gla_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tens
     Inside a chunk with cumulative decay b_i = g_1 + ... + g_i, o_i = sum_{j<=i} (q_i . e^{b_i - b_j} k_j) v_j
     + (q_i e^{b_i})^T S_0; every exponent is <= 0 (pairwise decays are formed explicitly, never as
     e^{b_i} e^{-b_j}), so the form is stable for any gate strength. States pass between chunks in a
-    python loop of elementwise ops only.
+    python loop of elementwise ops only. Autocast is switched off inside: the math stays fp32 (like the
+    fp32 accumulators of fla's kernels) also when the model trains under bf16 autocast.
     """
+    with torch.autocast(q.device.type, enabled=False):
+        return _gla_chunked(q, k, v, g, scale, chunk_size)
+
+
+def _gla_chunked(q, k, v, g, scale, chunk_size):
     B, T, H, K = q.shape
     V = v.shape[-1]
     scale = K ** -0.5 if scale is None else scale

@@ -7,10 +7,10 @@ q and k, SiLU on v and on the read-out, one RMSNorm over all heads, o_proj.
 
 fused = fla's `GatedSlotAttention` (mode='chunk'; fused-recurrent for T <= 64). No reference yet.
 Defaults follow fla's GSA *model* config (4 heads, 64 slots, expand_k 1, gate normaliser 8, swish
-feature map, norm_eps 1e-6). fla quirks: the layer's output RMSNorm has d_model channels but is
-applied to the value width, so only expand_v = 1 works (not a knob here); its use_output_gate /
-use_norm arguments are stored but unused by forward (not knobs either); the output RMSNorm runs
-through rms_norm_linear with eps 1e-5, whatever norm_eps says.
+feature map). fla quirks: the layer's output RMSNorm has d_model channels but is applied to the value
+width, so only expand_v = 1 works (not a knob here); its use_output_gate / use_norm arguments are
+stored but unused by forward (not knobs either); the output RMSNorm runs through rms_norm_linear with
+its default eps 1e-5, whatever norm_eps the layer was given (so no norm_eps knob either).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ register(MixerSpec(
     description="GSA: gated slot attention, two gated linear-attention passes through M softmax-read memory slots",
     default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=1.0, num_slots=64, use_short_conv=False,
                         conv_size=4, conv_bias=False, feature_map="swish", gate_logit_normalizer=8,
-                        elementwise_affine=True, norm_eps=1e-6),
+                        elementwise_affine=True),
     kwarg_docs=dict(
         num_heads="heads (fla default 4)", num_kv_heads="key/value heads for GQA (null = num_heads)",
         expand_k="key width = d_model * expand_k (the value width is d_model)",
@@ -73,13 +73,12 @@ register(MixerSpec(
         use_short_conv="causal depthwise convs (+SiLU) on q, k, v", conv_size="short-conv kernel size",
         conv_bias="bias in the short convs", feature_map="q/k feature map: swish | relu | t2r",
         gate_logit_normalizer="log forget gate = logsigmoid(.) / this",
-        elementwise_affine="learned gain in the output RMSNorm",
-        norm_eps="stored on the output RMSNorm (fla's forward uses rms_norm_linear's 1e-5)"),
+        elementwise_affine="learned gain in the output RMSNorm"),
     state_size=_state,
     mix_flops=_flops,
     fused=_fused,
     reference=None,
     reference_unavailable="no reference implementation yet: fla layer only",
     gated_chunk_bwd=False,  # chunk_gsa has its own kernels (gsa/chunk_bwd.py); no common chunk_bwd_dqkwg
-    size_knobs={"num_slots": (16, 32, 64, 128), "expand_k": (0.5, 1.0)},
+    size_knobs={"num_slots": (16, 32, 64, 128), "expand_k": (0.5, 0.75, 1.0)},
 ))

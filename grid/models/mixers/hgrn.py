@@ -79,7 +79,7 @@ class HGRNRef(nn.Module):
 
 def _resolve(d: int, kw: dict) -> dict:
     kw = dict(kw)
-    if int(d * kw["expand_ratio"]) < 1:
+    if not isinstance(kw["expand_ratio"], (int, float)) or int(d * kw["expand_ratio"]) < 1:
         raise ConfigError("expand_ratio", kw["expand_ratio"], f"values with int(d_model * expand_ratio) >= 1 (d_model={d})")
     return kw
 
@@ -106,7 +106,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="hgrn",
-    family="rnn",
+    family="gated-linear",
     description="HGRN: element-wise gated linear recurrence (forget gate f, input silu(i)*(1-f)), gated RMSNorm output",
     default_kwargs=dict(expand_ratio=1, use_short_conv=False, conv_size=4, conv_bias=False,
                         elementwise_affine=True, norm_eps=1e-6),

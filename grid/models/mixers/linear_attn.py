@@ -95,5 +95,5 @@ register(MixerSpec(
     reference=None,
     reference_unavailable="no reference implementation yet: fla layer only",
     gated_chunk_bwd=False,  # chunk_simple_gla without g (no decay) calls chunk_bwd_dqkwg with g=None
-    size_knobs={"expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 2.0)},
+    size_knobs={"num_heads": (2, 4, 8, 16), "expand_k": (0.5, 0.75, 1.0), "expand_v": (0.5, 0.75, 1.0, 1.5, 2.0)},
 ))

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, rotary
 from grid.models.mixers.gla import activation, check_dims, gla_chunked, output_norm_gate, repeat_kv
-from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
 
 
@@ -154,6 +154,6 @@ register(MixerSpec(
     fused=_fused,
     reference=_reference,
     gated_chunk_bwd=False,  # chunk_simple_gla calls chunk_bwd_dqkwg with g=None (g_gamma only): not affected
-    size_knobs={"expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 1.5, 2.0)},
+    size_knobs={"expand_k": (0.5, 0.75, 1.0), "expand_v": (0.5, 0.75, 1.0, 1.5, 2.0)},
     notes="fla's layer: chunk kernel whenever grad is enabled, fused-recurrent for T <= 64 in inference",
 ))

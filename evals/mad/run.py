@@ -1,0 +1,156 @@
+"""The MAD suite on the Ray runner: `python -m evals.mad.mad_eval_<arch> [flags]`.
+
+Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
+--data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
+--address, --force, --backend. The command generates missing data, runs every (setting, lr, wd)
+trial that has no ok row in the results store yet, and ends by printing the MAD table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+LRS = (1e-4, 5e-4, 1e-3)
+WDS = (0.0, 0.1)
+# protocol fields that do not change a run's result (where files live, how they are read)
+NOT_HASHED = ("data_root", "num_workers", "device")
+
+
+def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
+                                description="Run the MAD suite for one architecture on Ray and print its MAD table")
+    p.add_argument("--arch", default=default_arch, required=default_arch is None,
+                   help="architecture name in configs/mad/architectures.yaml")
+    p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
+    p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
+    p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
+    p.add_argument("--ray-tmp-path", default="benchmark/ray", help="Ray Tune experiment storage")
+    p.add_argument("--data-path", default="benchmark/data", help="MAD data root (mad-lab's on-disk format)")
+    p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
+    p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
+    p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
+    p.add_argument("--settings", choices=("baseline", "all"), default="all")
+    p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
+    p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
+    p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
+    p.add_argument("--results", default="benchmark/results", help="parquet results store")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
+    p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
+    p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
+    p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
+    return p
+
+
+def make_trials(args, settings) -> list:
+    from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
+    from grid.keys import content_hash  # noqa: PLC0415
+    from grid.run.resources import trial_resources  # noqa: PLC0415
+    from grid.run.spec import TrialSpec  # noqa: PLC0415
+
+    resources = trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1)
+    trials = []
+    for s in settings:
+        for lr in args.lrs:
+            for wd in args.wds:
+                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend,
+                                   model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
+                                   data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers)
+                config = cfg.model_dump(mode="json")
+                hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+                hashed["backend"] = "auto-or-fused" if args.backend != "reference" else "reference"
+                trials.append(TrialSpec(
+                    trial_key=content_hash({"suite": "mad", **hashed}), suite="mad", grid="mad",
+                    trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
+                    columns={"model_id": args.model_id, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
+                             "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
+                             "epochs": args.epochs}))
+    return trials
+
+
+def log_parameters(args, settings) -> int:
+    from evals.mad.arch import arch_model_config  # noqa: PLC0415
+    from evals.mad.backbones import build_backbone  # noqa: PLC0415
+    from grid.textable import table  # noqa: PLC0415
+
+    rows, seen = [], set()
+    for s in settings:
+        if (s.code, s.vocab_size, s.seq_len) in seen:
+            continue
+        seen.add((s.code, s.vocab_size, s.seq_len))
+        cfg = arch_model_config(args.arch, s.vocab_size, s.seq_len, backend="reference")
+        try:
+            model = build_backbone(cfg, s.code, s.seq_len)
+        except Exception:  # noqa: BLE001  fused-only mixer: count on the meta device
+            from grid.models.stack import build_for_counting  # noqa: PLC0415
+
+            model = build_for_counting(cfg)
+        rows.append([s.code, s.vocab_size, s.seq_len, sum(p.numel() for p in model.parameters())])
+    print(table(["task", "vocab", "seq_len", "params"], rows))
+    return 0
+
+
+def print_table(results: str, model_id: str, epochs: int) -> None:
+    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+
+    df = ResultsStore(results).query(
+        "SELECT * FROM results WHERE suite = 'mad' AND model_id = ? AND epochs = ?", [model_id, epochs])
+    if df.empty:
+        print(f"no MAD rows for model_id={model_id!r} epochs={epochs} in {results}")
+        return
+    print(f"\nMAD ({len(df)} runs, epochs={epochs}, best of lr x wd per setting, mean per task):\n")
+    print(to_markdown(mad_table(df)))
+
+
+def gpus_present() -> int:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.device_count()
+
+
+def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
+    args = build_parser(default_arch).parse_args(argv)
+    from evals.mad.arch import arch_names  # noqa: PLC0415
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+
+    if args.arch not in arch_names():
+        print(f"error: --arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}", file=sys.stderr)
+        return 2
+    args.model_id = args.model_id or args.arch.replace("_", "-")
+    if "_" in args.model_id:
+        print(f"error: --model-id={args.model_id!r} must not contain '_' (mad-lab's run names split on it)",
+              file=sys.stderr)
+        return 2
+    try:
+        settings = all_settings(args.tasks, which=args.settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.log_parameters:
+        return log_parameters(args, settings)
+
+    found = gpus_present() if args.address is None else args.n_gpu
+    args.gpus_found = min(args.n_gpu, found) if args.address is None else args.n_gpu
+    if args.address is None and args.n_gpu > found:
+        print(f"note: --n-gpu {args.n_gpu} but {found} GPU(s) visible: using {args.gpus_found}"
+              + (" (CPU run)" if found == 0 else ""), file=sys.stderr)
+
+    from evals.mad.data import ensure_all  # noqa: PLC0415
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+    from grid.run.runner import run_trials  # noqa: PLC0415
+
+    print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
+    ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
+    trials = make_trials(args, settings)
+    cpus = os.cpu_count() or 2
+    summary = run_trials(trials, store=ResultsStore(args.results), experiment=f"mad-{args.model_id}",
+                         storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
+                         num_gpus=None if args.address else args.gpus_found,
+                         num_cpus=None if args.address else cpus,
+                         max_failures=args.max_failures, force=args.force)
+    print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
+          f"{summary.n_failed} failed")
+    print_table(args.results, args.model_id, args.epochs)
+    return 0 if summary.n_failed == 0 else 1
