@@ -50,7 +50,11 @@ def mixers_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "mad":
+        from grid.bench.mad_scaling import main as mad_main  # noqa: PLC0415
+
+        return mad_main(argv[1:])
     if not argv or argv[0] != "mixers":
-        print("usage: python -m grid bench mixers [--mixers ...] [--seq-lens 2048 8192]", file=sys.stderr)
+        print("usage: python -m grid bench mixers [...] | python -m grid bench mad [...]", file=sys.stderr)
         return 2
     return mixers_main(argv[1:])

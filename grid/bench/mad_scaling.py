@@ -1,0 +1,125 @@
+"""How MAD runs pack onto GPUs: `python -m grid bench mad [--arch gla] [--k 1 2 4 8] [--epochs 3] [--n-gpu 1]`.
+
+For each k (runs sharing one GPU, `--n-tasks-gpu k`) this runs one setting per task (the six
+baselines) x the six (lr, wd) pairs = 36 runs through the real runner with a fresh results
+store, records the suite's wall time, per-run wall time and GPU utilisation (nvidia-smi sampled
+every 0.5 s), and extrapolates the full 396-run, 200-epoch suite:
+
+    full = sum over the 66 settings of 6 x 200 x epoch_s(task) x tokens_per_epoch(setting) / tokens_per_epoch(baseline)
+           / measured packing speed-up at k
+
+where epoch_s(task) is the measured mean training+evaluation time of one epoch of that task's baseline at
+k=1. Tokens per epoch scale linearly (an approximation: attention is quadratic in length; early stopping
+at accuracy 0.999 makes the real suite shorter, so the estimate is an upper bound for that reason).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+class GPUSampler:
+    """Mean GPU utilisation (%) per device from `nvidia-smi` while a block runs."""
+
+    def __init__(self, interval_ms: int = 500):
+        self.interval_ms, self.samples, self._stop = interval_ms, [], threading.Event()
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                vals = [tuple(float(x) for x in line.split(",")) for line in out.stdout.strip().splitlines()]
+                if vals:
+                    self.samples.append(vals)
+            except (OSError, subprocess.SubprocessError, ValueError):
+                return
+            self._stop.wait(self.interval_ms / 1000)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=5)
+
+    def mean_util(self) -> list[float]:
+        if not self.samples:
+            return []
+        n = len(self.samples[0])
+        return [sum(s[i][0] for s in self.samples if len(s) == n) / len(self.samples) for i in range(n)]
+
+    def max_mem_mib(self) -> list[float]:
+        if not self.samples:
+            return []
+        n = len(self.samples[0])
+        return [max(s[i][1] for s in self.samples if len(s) == n) for i in range(n)]
+
+
+def tokens_per_epoch(s) -> int:
+    return s.num_train_examples * s.seq_len
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grid bench mad")
+    p.add_argument("--arch", default="gla")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8], help="runs per GPU to try")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--n-gpu", type=int, default=1)
+    p.add_argument("--data-path", default="benchmark/data")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    from evals.mad.run import main as mad_main  # noqa: PLC0415
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+
+    base = {s.code: s for s in all_settings(which="baseline")}
+    report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "rows": []}
+    for k in args.k:
+        work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
+        cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
+               "--n-tasks-gpu", str(k), "--results", str(work / "results"), "--ray-tmp-path", str(work / "ray"),
+               "--data-path", args.data_path, "--num-workers", "4"]
+        t0 = time.perf_counter()
+        with GPUSampler() as gpu:
+            rc = mad_main(cmd, default_arch=args.arch)
+        wall = time.perf_counter() - t0
+        df = ResultsStore(work / "results").query("SELECT * FROM results WHERE suite='mad'")
+        row = {"k": k, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
+               "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
+               "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
+               "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in df.groupby("task")}}
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    ref = report["rows"][0]
+    settings = all_settings()
+    serial = sum(6 * 200 * ref["epoch_s_by_task"].get(s.code, float("nan")) * tokens_per_epoch(s)
+                 / tokens_per_epoch(base[s.code]) for s in settings)
+    print(f"\narch={args.arch} epochs measured={args.epochs} GPUs={args.n_gpu}")
+    print("k  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. full suite (h, no early stop)")
+    for row in report["rows"]:
+        speed = ref["suite_wall_s"] / row["suite_wall_s"]
+        row["speedup_vs_first"] = speed
+        row["est_full_suite_h"] = serial / speed / 3600 / args.n_gpu
+        print(f"{row['k']:<2} {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
+              f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:.2f}")
+    report["serial_full_suite_h_at_first_k"] = serial / 3600
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
