@@ -1,0 +1,178 @@
+"""LM leaderboard: one table per scale, ranked by validation loss; failed trials are listed, never dropped.
+
+    tables = lm_leaderboard(results_df)          # {scale: DataFrame}
+    print(to_markdown(tables["340M"]))
+    print(leaderboard_text("benchmark/results", grid="hybrid-340M", markdown=True))
+
+Order inside a table: 'ok' trials by val_loss (ascending; an ok trial without val_loss after them),
+then every other trial (diverged, nan, error, skipped) grouped by status, with a `note` saying at
+which step it diverged or the last line of its error. Scales are ordered by their median
+non-embedding parameter count, then by name.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from grid.analysis.data import is_missing, lm_rows, load_lm, numeric
+
+TABLE_COLUMNS = ["rank", "arch", "model_id", "mixer", "hybrid", "effective_ratio", "val_loss", "val_ppl",
+                 "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed", "status", "note", "trial_key"]
+
+# header of each column in the rendered tables (model_id is folded into `arch`, not printed)
+HEADERS = {
+    "rank": "#", "arch": "arch", "mixer": "mixer", "hybrid": "hybrid", "effective_ratio": "eff. ratio",
+    "val_loss": "val loss", "val_ppl": "ppl", "tokens_per_s": "tokens/s", "mfu": "MFU",
+    "peak_mem_gib": "peak mem GiB", "non_embedding_params": "non-emb params", "seed": "seed", "grid": "grid",
+    "status": "status", "note": "note", "trial_key": "trial",
+}
+_RIGHT = {"rank", "val_loss", "val_ppl", "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed"}
+UNKNOWN_SCALE = "(no scale)"
+
+
+def _note(row) -> str:
+    status = row["status"]
+    if status == "ok":
+        return ""
+    if status in ("diverged", "nan") and not is_missing(row.get("diverged_step")):
+        return f"at step {int(row['diverged_step'])}"
+    err = row.get("error")
+    if not is_missing(err) and str(err).strip():
+        last = str(err).strip().splitlines()[-1].strip()
+        return last if len(last) <= 70 else last[:67] + "..."
+    return ""
+
+
+def _scale_order(df: pd.DataFrame) -> list:
+    keys = []
+    for scale, part in df.groupby("_scale", sort=False, dropna=False):
+        n = numeric(part["non_embedding_params"])
+        med = float(np.nanmedian(n)) if np.isfinite(n).any() else math.inf
+        keys.append((med, str(scale), scale))
+    return [k[2] for k in sorted(keys)]
+
+
+def _one_table(part: pd.DataFrame, with_grid: bool) -> pd.DataFrame:
+    part = part.copy()
+    part["_loss"] = numeric(part["val_loss"])
+    ok = part[part["status"].astype(object) == "ok"].copy()
+    bad = part[part["status"].astype(object) != "ok"].copy()
+    ok["_nan"] = ~np.isfinite(ok["_loss"].to_numpy(dtype=float))
+    ok = ok.sort_values(["_nan", "_loss", "arch", "seed"], kind="stable", na_position="last")
+    bad["_st"] = bad["status"].astype(object).fillna("?").astype(str)
+    bad = bad.sort_values(["_st", "arch", "seed"], kind="stable", na_position="last")
+    ranked = (~ok["_nan"]).to_numpy()
+    ok["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(ranked)], dtype="Int64")
+    bad["rank"] = pd.array([None] * len(bad), dtype="Int64")
+    out = pd.concat([ok, bad], ignore_index=True) if len(bad) else ok.reset_index(drop=True)
+    cols = list(TABLE_COLUMNS)
+    if with_grid:
+        cols.insert(cols.index("status"), "grid")
+    return out[cols].reset_index(drop=True)
+
+
+def lm_leaderboard(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One leaderboard per scale from LM result rows (`results` view rows; other suites are ignored).
+
+    Each table has TABLE_COLUMNS (plus `grid` when the rows come from several grids): `rank` is
+    1, 2, ... for ok trials with a val_loss and null otherwise; `arch` is the arch label (model_id,
+    or the mixer when model_id is missing). Diverged / failed trials stay, at the bottom, with
+    their status and a note. Rows without a scale go to the table keyed "(no scale)".
+    """
+    df = lm_rows(df)
+    if df.empty:
+        return {}
+    df["arch"] = [m if not is_missing(m) else (x if not is_missing(x) else "?")
+                  for m, x in zip(df["model_id"], df["mixer"])]
+    df["note"] = [_note(r) for _, r in df.iterrows()]
+    df["_scale"] = df["scale"].astype(object).where(df["scale"].notna(), UNKNOWN_SCALE).astype(str)
+    with_grid = df["grid"].nunique(dropna=True) > 1
+    tables = {}
+    for scale in _scale_order(df):
+        tables[str(scale)] = _one_table(df[df["_scale"] == scale], with_grid)
+    return tables
+
+
+# ---------------------------------------------------------------------------------- rendering
+def _human(n: float, digits: int = 3) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.{digits}g}{suffix}"
+    return f"{n:.{digits}g}"
+
+
+def format_cell(col: str, v) -> str:
+    """A table value as text ('-' for missing)."""
+    if is_missing(v):
+        return "-"
+    if col == "val_loss":
+        return f"{float(v):.4f}"
+    if col == "val_ppl":
+        return f"{float(v):.2f}"
+    if col == "tokens_per_s":
+        return f"{float(v):,.0f}"
+    if col == "mfu":  # stored as a fraction; a value above 1 is taken to be a percentage already
+        v = float(v)
+        return f"{100 * v if v <= 1 else v:.1f}%"
+    if col == "peak_mem_gib":
+        return f"{float(v):.2f}"
+    if col == "non_embedding_params":
+        return _human(float(v))
+    if col in ("rank", "seed"):
+        return str(int(v))
+    if col == "trial_key":
+        return str(v)[:10]
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _printed_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c in HEADERS]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A leaderboard table (from lm_leaderboard) as a GitHub markdown table."""
+    cols = _printed_columns(table)
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(HEADERS[c] for c in cols) + " |",
+             "|" + "|".join("---:" if c in _RIGHT else "---" for c in cols) + "|"]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(esc(format_cell(c, row[c])) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def to_text(table: pd.DataFrame) -> str:
+    """A leaderboard table as aligned plain text."""
+    cols = _printed_columns(table)
+    cells = [[format_cell(c, row[c]) for c in cols] for _, row in table.iterrows()]
+    heads = [HEADERS[c] for c in cols]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
+
+    def line(vals):
+        return "  ".join(v.rjust(w) if c in _RIGHT else v.ljust(w) for v, w, c in zip(vals, widths, cols)).rstrip()
+
+    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def leaderboard_text(store_root: str | os.PathLike[str], grid: str | None = None, markdown: bool = False) -> str:
+    """Every scale's leaderboard of the LM trials in the store, as text (or markdown).
+
+    Raises grid.analysis.data.NoResults when the store has no LM trial (for `grid`).
+    """
+    results, _ = load_lm(store_root, grid, curves=False)
+    tables = lm_leaderboard(results)
+    render = to_markdown if markdown else to_text
+    parts = []
+    where = f"grid {grid}" if grid else "all grids"
+    for scale, table in tables.items():
+        n_ok = int((table["status"] == "ok").sum())
+        title = f"scale {scale} ({where}): {n_ok} ok of {len(table)} trials"
+        parts.append((f"### {title}" if markdown else f"{title}\n") + ("\n\n" if markdown else "") + render(table))
+    return "\n\n".join(parts) + "\n"
+
+
+__all__ = ["TABLE_COLUMNS", "format_cell", "lm_leaderboard", "leaderboard_text", "to_markdown", "to_text"]

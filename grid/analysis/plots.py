@@ -1,0 +1,201 @@
+"""PNG plots of LM trials: training-loss curves and loss vs compute with the fitted envelope.
+
+matplotlib is imported lazily (only when a plot is drawn) and drawn with the Agg canvas directly
+(`matplotlib.figure.Figure` + `FigureCanvasAgg`): the global pyplot backend is never touched, so
+this works headless and inside a notebook alike. Without matplotlib, PlotsUnavailable says
+`pip install matplotlib` (or the `plots` extra: `pip install -e '.[plots]'`).
+
+    write_plots("benchmark/results", "plots/")      # every plot of the store, returns the paths
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grid.analysis.data import arch_label, is_missing, lm_rows, load_lm, numeric
+from grid.analysis.scaling import N_POINTS, architecture_groups, compute_curves, fit_architecture, power_law
+
+DPI = 120
+
+
+class PlotsUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def _figure(width: float = 8.0, height: float = 5.0):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+        from matplotlib.figure import Figure  # noqa: PLC0415
+    except ImportError as exc:
+        raise PlotsUnavailable(f"plots need matplotlib ({exc}); install it with `pip install matplotlib` "
+                               "(or `pip install -e '.[plots]'`)") from None
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def _slug(s) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(s)).strip("_") or "x"
+
+
+def _legend(ax, n: int) -> None:
+    if n == 0:
+        return
+    ax.legend(fontsize=6 if n > 12 else 8, ncol=1 if n <= 16 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False)
+
+
+def plot_loss_curves(curves: pd.DataFrame, results: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Training loss vs tokens, one line per trial, one PNG per (grid, scale): loss_curves_<grid>_<scale>.png.
+
+    Trials that did not finish 'ok' are drawn dashed and labelled with their status.
+    """
+    res = lm_rows(results)
+    out_dir = Path(out_dir)
+    paths = []
+    if res.empty or curves.empty:
+        return paths
+    res = res.assign(_label=[arch_label(m, h, x) for m, h, x in zip(res["model_id"], res["hybrid"], res["mixer"])],
+                     _grid=res["grid"].astype(object).fillna("-").astype(str),
+                     _scale=res["scale"].astype(object).fillna("-").astype(str))
+    cur = curves.copy()
+    cur["_tokens"], cur["_loss"] = numeric(cur["tokens"]), numeric(cur["train_loss"])
+    cur["_step"] = numeric(cur["step"])
+    cur = cur[np.isfinite(cur["_tokens"]) & (cur["_tokens"] > 0) & np.isfinite(cur["_loss"])]
+    by_key = {k: p.sort_values("_step") for k, p in cur.groupby("trial_key")}
+    for (grid, scale), part in res.groupby(["_grid", "_scale"], sort=True):
+        part = part.sort_values(["_label", "seed"], kind="stable")
+        lines = [(r, by_key[r["trial_key"]]) for _, r in part.iterrows() if r["trial_key"] in by_key]
+        if not lines:
+            continue
+        fig = _figure()
+        ax = fig.add_subplot(1, 1, 1)
+        seeds = part["seed"].nunique(dropna=True) > 1
+        for r, c in lines:
+            label = r["_label"] + (f" s{int(r['seed'])}" if seeds and not is_missing(r["seed"]) else "")
+            ok = r["status"] == "ok"
+            if not ok:
+                label += f" ({r['status']})"
+            ax.plot(c["_tokens"], c["_loss"], lw=1.2, ls="-" if ok else "--", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"grid {grid} · scale {scale}")
+        ax.grid(True, which="both", alpha=0.3)
+        _legend(ax, len(lines))
+        paths.append(_save(fig, out_dir / f"loss_curves_{_slug(grid)}_{_slug(scale)}.png"))
+    return paths
+
+
+def plot_loss_vs_compute(curves: pd.DataFrame, results: pd.DataFrame, out_dir: str | os.PathLike[str],
+                         n_points: int = N_POINTS, skip_frac: float = 0.0) -> list[Path]:
+    """Log-log training loss vs compute (PFLOP/s-days) per architecture, with the envelope and its fit.
+
+    One PNG per architecture (loss_vs_compute_<arch>.png: every ok trial's curve, the envelope
+    points, the fitted L = beta * C^alpha) and loss_vs_compute_all.png overlaying the envelopes
+    and fits of all architectures. Only 'ok' trials are drawn, as in the fit.
+    """
+    out_dir = Path(out_dir)
+    paths, overlay = [], []
+    for label, part in architecture_groups(results).items():
+        ok = part[part["status"].astype(object) == "ok"]
+        cur = curves[curves["trial_key"].isin(set(ok["trial_key"]))] if "trial_key" in curves.columns else curves
+        cc = compute_curves(cur, ok, skip_frac)
+        if cc.empty:
+            continue
+        row, env = fit_architecture(cur, part, n_points, skip_frac)
+        fig = _figure()
+        ax = fig.add_subplot(1, 1, 1)
+        sizes = sorted({n for n in cc["N"].unique() if np.isfinite(n)})
+        cmap = _cmap(len(sizes))
+        n_lines = 0
+        for key, c in cc.groupby("trial_key", sort=True):
+            n = c["N"].iloc[0]
+            color = cmap[sizes.index(n)] if n in sizes else "grey"
+            name = f"{c['scale'].iloc[0]} (N={_human(n)})" if np.isfinite(n) else str(c["scale"].iloc[0])
+            ax.plot(c["C"], c["loss"], lw=1.0, alpha=0.7, color=color, label=name)
+            n_lines += 1
+        if len(env):
+            ax.plot(env["C"], env["loss"], "k.", ms=3, label="envelope")
+            n_lines += 1
+        if np.isfinite(row["L_beta"]):
+            xs = np.geomspace(env["C"].min(), env["C"].max(), 100)
+            ax.plot(xs, power_law(xs, row["L_beta"], row["L_alpha"]), "r-", lw=1.5,
+                    label=f"L = {row['L_beta']:.4g}·C^{row['L_alpha']:.4f}")
+            n_lines += 1
+            overlay.append((label, env, row))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute C (PFLOP/s-days)")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{label}: loss vs compute" + (f"\n{row['note']}" if row["note"] else ""), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        _dedup_legend(ax, n_lines)
+        paths.append(_save(fig, out_dir / f"loss_vs_compute_{_slug(label)}.png"))
+    if overlay:
+        fig = _figure()
+        ax = fig.add_subplot(1, 1, 1)
+        colors = _cmap(len(overlay))
+        for (label, env, row), color in zip(overlay, colors):
+            ax.plot(env["C"], env["loss"], ".", ms=3, color=color)
+            xs = np.geomspace(env["C"].min(), env["C"].max(), 100)
+            ax.plot(xs, power_law(xs, row["L_beta"], row["L_alpha"]), "-", color=color,
+                    label=f"{label}: {row['L_beta']:.4g}·C^{row['L_alpha']:.4f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute C (PFLOP/s-days)")
+        ax.set_ylabel("training loss (envelope)")
+        ax.set_title("loss envelopes and power-law fits")
+        ax.grid(True, which="both", alpha=0.3)
+        _legend(ax, len(overlay))
+        paths.append(_save(fig, out_dir / "loss_vs_compute_all.png"))
+    return paths
+
+
+def _dedup_legend(ax, n: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    seen = {}
+    for h, lab in zip(handles, labels):
+        seen.setdefault(lab, h)
+    if seen:
+        ax.legend(list(seen.values()), list(seen.keys()), fontsize=6 if len(seen) > 12 else 8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _cmap(n: int) -> list:
+    from matplotlib import colormaps  # noqa: PLC0415
+
+    cm = colormaps["viridis"]
+    return [cm(x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+
+
+def _human(n: float) -> str:
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def write_plots(store_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], grid: str | None = None,
+                n_points: int = N_POINTS, skip_frac: float = 0.0) -> list[Path]:
+    """Every plot for the LM trials in the store (optionally one grid); returns the PNG paths.
+
+    Raises grid.analysis.data.NoResults on an empty store, PlotsUnavailable without matplotlib.
+    """
+    _figure(1, 1)  # fail early, before reading the store, when matplotlib is missing
+    results, curves = load_lm(store_root, grid)
+    return (plot_loss_curves(curves, results, out_dir)
+            + plot_loss_vs_compute(curves, results, out_dir, n_points=n_points, skip_frac=skip_frac))
+
+
+__all__ = ["PlotsUnavailable", "plot_loss_curves", "plot_loss_vs_compute", "write_plots"]
