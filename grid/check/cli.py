@@ -36,7 +36,16 @@ def parity_main(argv: list[str]) -> int:
     from grid.env import provenance  # noqa: PLC0415
 
     shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes] if args.shapes else None
-    rows = check_all(args.mixers, shapes, tuple(args.dtypes), args.device, progress=lambda m: print(m, file=sys.stderr))
+    def stream(new_rows):  # one line per row as it is measured (and JSON lines, if asked)
+        for r in new_rows:
+            print(f"[parity] {r.mixer} {r.dtype} {r.shape}: {r.status} out={r.out_err} dx={r.dx_err} "
+                  f"dW={r.dw_err} {r.detail}", file=sys.stderr, flush=True)
+            if args.json:
+                with open(args.json + "l", "a") as fh:
+                    fh.write(json.dumps(r.as_dict()) + "\n")
+
+    rows = check_all(args.mixers, shapes, tuple(args.dtypes), args.device,
+                     progress=lambda m: print(m, file=sys.stderr, flush=True), on_rows=stream)
     prov = provenance()
     print(f"device={prov['gpu_name'] or args.device} torch={prov['torch']} triton={prov['triton']} fla={prov['fla']} "
           f"tolerances={TOLERANCE}")

@@ -128,7 +128,10 @@ def check_mixer(name: str, shapes=None, dtypes=("fp32", "bf16"), device: str = "
     return rows
 
 
-def check_all(mixers=None, shapes=None, dtypes=("fp32", "bf16"), device="cuda", progress=print) -> list[ParityRow]:
+def check_all(mixers=None, shapes=None, dtypes=("fp32", "bf16"), device="cuda", progress=print,
+              on_rows=None) -> list[ParityRow]:
+    """All mixers; `on_rows(rows)` sees each mixer's rows as soon as they exist (first kernel compiles and
+    autotunes take minutes per mixer, so a long run must not keep everything until the end)."""
     from grid.models.registry import all_mixers  # noqa: PLC0415
 
     names = mixers or [s.name for s in all_mixers() if s.fused is not None]
@@ -136,7 +139,10 @@ def check_all(mixers=None, shapes=None, dtypes=("fp32", "bf16"), device="cuda", 
     for name in names:
         progress(f"[parity] {name} ...")
         try:
-            rows += check_mixer(name, shapes, dtypes, device)
+            new = check_mixer(name, shapes, dtypes, device)
         except Exception as exc:  # noqa: BLE001
-            rows.append(ParityRow(name, "-", "-", "ERROR", detail=traceback.format_exception_only(exc)[-1].strip()))
+            new = [ParityRow(name, "-", "-", "ERROR", detail=traceback.format_exception_only(exc)[-1].strip())]
+        rows += new
+        if on_rows is not None:
+            on_rows(new)
     return rows
