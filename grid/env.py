@@ -22,7 +22,10 @@ def git_sha() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("LINGRID_GIT_SHA")
-    return out.stdout.strip() or os.environ.get("LINGRID_GIT_SHA")
+    sha = out.stdout.strip()
+    if out.returncode != 0 or len(sha) != 40:  # not a checkout (e.g. a copied tree on a worker)
+        return os.environ.get("LINGRID_GIT_SHA")
+    return sha
 
 
 def provenance() -> dict[str, str | None]:
