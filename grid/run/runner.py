@@ -239,6 +239,9 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
             param_space=_param_space(todo),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent,
+                # keep worker processes between trials: a fresh process per MAD-size trial re-imports
+                # torch/fla and re-autotunes fla's Triton kernels, which costs more than the run itself
+                reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
                 trial_name_creator=trial_name,
             ),
