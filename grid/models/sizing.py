@@ -53,6 +53,10 @@ def size_to_target(base: ModelConfig, target: int, tolerance: float = 0.02,
     if vary_depth:
         depths = sorted({max(1, base.n_layers + dd) for dd in range(-base.n_layers // 2, base.n_layers // 2 + 1)})
     names = list(grid)
+    # the documented defaults win when they are already within tolerance (no gratuitous reshaping)
+    n0 = _non_embedding(base)
+    if abs(n0 - target) / target <= tolerance and not vary_depth:
+        return SizingResult(base, target, n0, (n0 - target) / target, {})
     best: SizingResult | None = None
     for depth in depths:
         for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
