@@ -14,10 +14,7 @@ workarounds live here, both test-only and neither touching the math:
 """
 from __future__ import annotations
 
-import builtins
-import contextlib
 import math
-import sys
 import warnings
 
 import pytest
@@ -47,35 +44,6 @@ needs_fla = pytest.mark.skipif(not _fla_ok(), reason="fla is not importable")
 # ------------------------------------------------------------------------------------------------
 # interpreter helpers
 # ------------------------------------------------------------------------------------------------
-
-_brange = builtins.range
-
-
-def _tensor_range(*args):
-    import triton.language as tl  # noqa: PLC0415
-
-    if not any(isinstance(a, tl.tensor) for a in args):
-        return _brange(*args)
-    from triton.runtime.interpreter import _implicit_cvt  # noqa: PLC0415
-
-    ints = [int(a.handle.data.item()) if isinstance(a, tl.tensor) else int(a) for a in args]
-    return (_implicit_cvt(i) for i in _brange(*ints))
-
-
-@contextlib.contextmanager
-def tensor_loop_bounds():
-    patched = []
-    for name, mod in list(sys.modules.items()):
-        if name.startswith("fla.") and mod is not None and "range" not in vars(mod):
-            mod.range = _tensor_range
-            patched.append(mod)
-    try:
-        yield
-    finally:
-        for mod in patched:
-            with contextlib.suppress(AttributeError):
-                del mod.range
-
 
 def _fp32_chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False,
                            cu_seqlens=None, use_qk_l2norm_in_kernel=False, **_):
@@ -166,7 +134,7 @@ def test_parity_with_fla_interpreter(name, T, kw, monkeypatch):
     x = torch.randn(2, T, d)
     xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
     gy = torch.randn(2, T, d)
-    with tensor_loop_bounds():
+    with interpret.fixes():
         yf = fused(xf)[0]
         (yf * gy).sum().backward()
     yr = ref(xr)
@@ -295,7 +263,7 @@ def test_fused_only_constructs_and_runs(name):
         pytest.skip("forward needs Triton's CPU interpreter")
     torch.manual_seed(0)
     x = torch.randn(2, 20, 64)
-    with tensor_loop_bounds(), torch.no_grad():
+    with interpret.fixes(), torch.no_grad():
         y = m.eval()(x)[0]  # eval + no grad: the inference paths (fused-recurrent for T <= 64 where fla has one)
     assert y.shape == x.shape and torch.isfinite(y).all()
 
@@ -319,7 +287,7 @@ def test_rwkv7_own_init_and_value_residual():
         pytest.skip("forward needs Triton's CPU interpreter")
     torch.manual_seed(0)
     x = torch.randn(2, 20, 64)
-    with tensor_loop_bounds(), torch.no_grad():
+    with interpret.fixes(), torch.no_grad():
         for layer in (l0, l1):
             torch.nn.init.normal_(layer.o_proj.weight, 0, 0.2)
         torch.nn.init.normal_(l1.v_lora.lora[2].bias, 0, 1)

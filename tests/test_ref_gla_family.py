@@ -2,7 +2,7 @@
 linear_attn, rwkv6.
 
 On a CPU the fla layers run through Triton's interpreter (conftest enables it). Three interpreter
-gaps of triton 3.9 break fla kernels there, and `_interpreter_fixes` patches them for the duration of
+gaps of triton 3.9 break fla kernels there, and `grid.check.interpret.fixes()` patches them for the duration of
 each fla call (restored afterwards):
 * loop variables of `for i in range(...)` are python ints in the interpreter but tensors when
   compiled, so fla's `i_t.to(tl.int64)` (chunk_h, i.e. every chunk-mode GLA/RetNet/HGRN2 kernel) fails
@@ -14,7 +14,6 @@ each fla call (restored afterwards):
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 
 import pytest
@@ -63,67 +62,6 @@ PARITY_RUN_IDS = [f"{m}-T{T}-{i}" for i, (m, _, T) in enumerate(PARITY_RUNS)]
 # helpers
 # --------------------------------------------------------------------------------------------------
 
-_PATCHED_REWRITES: dict = {}
-
-
-@contextlib.contextmanager
-def _interpreter_fixes():
-    """Patch three Triton-interpreter gaps (module docstring) while fla kernels run; no-op when compiled."""
-    if not interpret.active():
-        yield
-        return
-    import ast  # noqa: PLC0415
-
-    import numpy as np  # noqa: PLC0415
-    import triton.language as tl  # noqa: PLC0415
-    import triton.language.extra.libdevice as libdevice  # noqa: PLC0415
-    from triton.runtime import interpreter as I  # noqa: PLC0415
-
-    def visit_For(self, node):
-        node = self.generic_visit(node)
-        it = node.iter
-        is_range = isinstance(it, ast.Call) and (
-            (isinstance(it.func, ast.Name) and it.func.id == "range")
-            or (isinstance(it.func, ast.Attribute) and it.func.attr == "range"))
-        if is_range and isinstance(node.target, ast.Name):
-            name = node.target.id
-            wrap = ast.Assign(
-                targets=[ast.Name(id=name, ctx=ast.Store())],
-                value=ast.Call(func=ast.Attribute(value=ast.Name(id="interpreter_semantic", ctx=ast.Load()),
-                                                  attr="to_tensor", ctx=ast.Load()),
-                               args=[ast.Name(id=name, ctx=ast.Load()), ast.Constant(value=False)], keywords=[]))
-            node.body.insert(0, wrap)
-        return node
-
-    def bool_mask(mask):
-        return mask if mask.data.dtype == np.bool_ else I.TensorHandle(mask.data.astype(np.bool_), mask.dtype)
-
-    def log1p(x, _semantic=None):
-        return tl.log(1.0 + x)
-
-    B = I.InterpreterBuilder
-    saved = [(I.ASTTransformer, "visit_For"), (B, "create_masked_load"), (B, "create_masked_store"),
-             (libdevice, "log1p")]
-    saved = [(obj, name, obj.__dict__.get(name)) for obj, name in saved]
-    load, store = B.create_masked_load, B.create_masked_store
-    I.ASTTransformer.visit_For = visit_For
-    B.create_masked_load = lambda self, ptrs, mask, other, *a: load(self, ptrs, bool_mask(mask), other, *a)
-    B.create_masked_store = lambda self, ptrs, value, mask, *a: store(self, ptrs, value, bool_mask(mask), *a)
-    libdevice.log1p = log1p
-    # kernels rewritten by the patched transformer live in their own cache, reused across tests
-    unpatched_cache = I.InterpretedFunction.rewritten_fn
-    I.InterpretedFunction.rewritten_fn = _PATCHED_REWRITES
-    try:
-        yield
-    finally:
-        for obj, name, old in saved:
-            if old is None:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, old)
-        I.InterpretedFunction.rewritten_fn = unpatched_cache
-
-
 def _build(name: str, backend: str, d: int, kw: dict | None = None, layer_idx: int = 0):
     spec = get_mixer(name)
     kw = spec.resolve_kwargs(kw)
@@ -171,7 +109,7 @@ def test_parity_with_fla_forward_and_gradients(name, kw, T):
     ref.load_state_dict(fused.state_dict(), strict=True)
     x = torch.randn(2, T, 32, device=DEVICE)
     x_f, x_r = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with _interpreter_fixes():
+    with interpret.fixes():
         out_f = first(fused(x_f))
         w = torch.randn_like(out_f)
         (out_f * w).sum().backward()
@@ -296,7 +234,7 @@ def test_fused_only_layer_forward_finite(name):
     torch.manual_seed(0)
     layer = _build(name, "fused", 64).to(DEVICE)
     x = torch.randn(1, T, 64, device=DEVICE)
-    with torch.no_grad(), _interpreter_fixes():
+    with torch.no_grad(), interpret.fixes():
         out = first(layer(x))
     assert out.shape == (1, T, 64) and torch.isfinite(out).all()
 
