@@ -211,7 +211,8 @@ def _resolve(d: int, kw: dict) -> dict:
     return kw
 
 
-def _dims(d: int, kw: dict) -> tuple[int, int, int]:
+def head_dims(d: int, kw: dict) -> tuple[int, int, int]:
+    """(heads, head key dim, head value dim) of a multi-head linear-attention layer (GLA, RetNet)."""
     h = kw["num_heads"]
     key_dim, value_dim = check_dims(d, kw, h, kw["num_kv_heads"])
     return h, key_dim // h, value_dim // h
@@ -227,9 +228,9 @@ def _fused(d: int, layer_idx: int, kw: dict):
     return GatedLinearAttention(mode="chunk", hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
 
 
-def _state(d: int, kw: dict, context: int) -> int:
+def matrix_state(d: int, kw: dict, context: int) -> int:
     """Matrix state H*dk*dv (per query head) plus the short-conv caches (conv_size-1 inputs of q, k, v)."""
-    h, dk, dv = _dims(d, kw)
+    h, dk, dv = head_dims(d, kw)
     conv = 0
     if kw["use_short_conv"]:
         groups = h // (kw["num_kv_heads"] or h)
@@ -238,7 +239,7 @@ def _state(d: int, kw: dict, context: int) -> int:
 
 
 def _flops(d: int, kw: dict, context: int) -> float:
-    h, dk, dv = _dims(d, kw)
+    h, dk, dv = head_dims(d, kw)
     return 7.0 * h * dk * dv  # studies.md A.6: GLA 7 * d^2/H = 7 * H * dk * dv
 
 
@@ -262,7 +263,7 @@ register(MixerSpec(
         gate_logit_normalizer="decay log a = logsigmoid(.) / this", gate_low_rank_dim="rank of the decay projection",
         clamp_min="lower clamp of the log decay (null = none)",
         fuse_norm="norm and swish gate in one module (g_norm_swish_gate) vs g_norm + gate_fn (changes names)"),
-    state_size=_state,
+    state_size=matrix_state,
     mix_flops=_flops,
     fused=_fused,
     reference=_reference,

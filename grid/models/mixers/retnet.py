@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, rotary
-from grid.models.mixers.gla import activation, check_dims, gla_chunked, output_norm_gate, repeat_kv
+from grid.models.mixers.gla import (activation, check_dims, gla_chunked, head_dims, matrix_state,
+                                    output_norm_gate, repeat_kv)
 from grid.models.registry import MixerSpec, register
 
 
@@ -99,10 +100,6 @@ def _resolve(d: int, kw: dict) -> dict:
     return kw
 
 
-def _dims(d: int, kw: dict) -> tuple[int, int, int]:
-    h = kw["num_heads"]
-    key_dim, value_dim = check_dims(d, kw, h, kw["num_kv_heads"])
-    return h, key_dim // h, value_dim // h
 
 
 def _reference(d: int, layer_idx: int, kw: dict) -> RetNetRef:
@@ -115,18 +112,10 @@ def _fused(d: int, layer_idx: int, kw: dict):
     return MultiScaleRetention(mode="chunk", hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
 
 
-def _state(d: int, kw: dict, context: int) -> int:
-    """Matrix state H*dk*dv (per query head) plus the short-conv caches (conv_size-1 inputs of q, k, v)."""
-    h, dk, dv = _dims(d, kw)
-    conv = 0
-    if kw["use_short_conv"]:
-        groups = h // (kw["num_kv_heads"] or h)
-        conv = (kw["conv_size"] - 1) * (h * dk + (h * dk + h * dv) // groups)
-    return h * dk * dv + conv
 
 
 def _flops(d: int, kw: dict, context: int) -> float:
-    h, dk, dv = _dims(d, kw)
+    h, dk, dv = head_dims(d, kw)
     return 5.0 * h * dk * dv  # studies.md A.6: RetNet 5 * d^2/H = 5 * H * dk * dv
 
 
@@ -149,7 +138,7 @@ register(MixerSpec(
         elementwise_affine="learned gain in the output RMSNorm",
         norm_eps="eps of the output RMSNorm (fla's model passes 1e-6; bare layer 1e-5)",
         fuse_norm="norm and swish gate in one module (g_norm_swish_gate) vs g_norm + gate_fn (changes names)"),
-    state_size=_state,
+    state_size=matrix_state,
     mix_flops=_flops,
     fused=_fused,
     reference=_reference,
