@@ -19,21 +19,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
+from grid.models.mixers.lstm import HIDDEN_SIZES, _build
+from grid.models.mixers.lstm import _hidden as lstm_hidden
 from grid.models.registry import MixerSpec, register
 
 NONLINEARITIES = ("tanh", "relu")
 
 
 def _hidden(d_model: int, kw: dict) -> int:
-    h = kw.get("hidden_size") or d_model
-    if not isinstance(h, int) or h <= 0:
-        raise ConfigError("hidden_size", kw.get("hidden_size"), "null (= d_model) or a positive integer")
-    if not kw.get("use_o_proj", True) and h != d_model:
-        raise ConfigError("use_o_proj", False, "true when hidden_size != d_model",
-                          hint=f"hidden_size={h} must be projected back to d_model={d_model}")
     if kw.get("nonlinearity", "tanh") not in NONLINEARITIES:
         raise ConfigError("nonlinearity", kw.get("nonlinearity"), NONLINEARITIES)
-    return h
+    return lstm_hidden(d_model, kw)
 
 
 class RNNMixer(nn.RNN):
@@ -88,17 +84,6 @@ class RNNReference(nn.Module):
             outs.append(h)
         out = torch.stack(outs, dim=1)
         return self.o_proj(out) if self.o_proj is not None else out
-
-
-# iso-parameter sizing candidates (at d=1024 an LSTM matches attention's 4d^2 near 576, an RNN near 1280)
-HIDDEN_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 576, 640, 704, 768, 896,
-                1024, 1152, 1280, 1536, 1792, 2048, 2560, 3072, 4096)
-
-
-def _build(cls):
-    def build(d_model: int, layer_idx: int, kw: dict):
-        return cls(d_model, layer_idx=layer_idx, **kw)
-    return build
 
 
 def _state(d: int, kw: dict, context: int) -> int:
