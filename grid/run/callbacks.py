@@ -21,6 +21,11 @@ from grid.run.trainable import PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
 
 log = logging.getLogger(__name__)
 
+# intermediate reports with metrics named "curve/<column>" are curve points: on completion they go to
+# the curves table (one row per step, the last report of a step wins: retries and resumes re-report),
+# and never into the trial's results row
+CURVE_PREFIX = "curve/"
+
 MAX_ERROR_CHARS = 20_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -76,6 +81,7 @@ class StoreCallback(Callback):
         self.written: dict[str, str] = {}
         self.write_errors: dict[str, str] = {}
         self._prov: dict[str, dict[str, Any]] = {}
+        self._curves: dict[str, dict[Any, dict[str, Any]]] = {}  # trial_id -> step -> curve row
 
     # per-attempt provenance arrives with the first report of every attempt
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -85,6 +91,9 @@ class StoreCallback(Callback):
                 self._prov[trial.trial_id] = json.loads(blob)
             except ValueError:
                 pass
+        point = {k[len(CURVE_PREFIX):]: v for k, v in result.items() if k.startswith(CURVE_PREFIX)}
+        if point:
+            self._curves.setdefault(trial.trial_id, {})[point.get("step")] = point
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         try:
@@ -100,6 +109,7 @@ class StoreCallback(Callback):
             payload = dict(self._prov.get(trial.trial_id, {}))
             payload.update(status="error", error="the trial finished without reporting its final result "
                                                  "(the trial function returned early through Tune?)")
+        self._write_curve(spec, trial)
         self._write(spec, payload, attempt=trial.num_failures + 1)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -118,6 +128,7 @@ class StoreCallback(Callback):
         payload["status"] = "error"
         payload["error"] = self._error_text(trial)
         payload["finished_at"] = _now_iso()
+        self._write_curve(spec, trial)
         started = payload.get("started_at")
         if started:
             try:
@@ -145,7 +156,20 @@ class StoreCallback(Callback):
             text = "...[truncated]...\n" + text[-MAX_ERROR_CHARS:]
         return text
 
+    def _write_curve(self, spec, trial) -> None:
+        points = self._curves.pop(trial.trial_id, None)
+        if not points:
+            return
+        rows = [points[k] for k in sorted(points, key=lambda s: (s is None, s if s is not None else 0))]
+        try:
+            self.store.write_curve(spec.trial_key, rows, suite=spec.suite, grid=spec.grid)
+        except Exception as exc:  # noqa: BLE001 - the row still gets written
+            log.error("lingrid: could not store the curve of trial %s: %s", spec.trial_key, exc)
+
     def _write(self, spec, payload: dict[str, Any], attempt: int | None) -> None:
+        if isinstance(payload.get("metrics"), dict):
+            payload = {**payload, "metrics": {k: v for k, v in payload["metrics"].items()
+                                              if not k.startswith(CURVE_PREFIX)}}
         row = build_row(spec, payload, attempt=attempt, experiment=self.experiment)
         try:
             self.store.write_row(row, suite=spec.suite, grid=spec.grid)
@@ -167,7 +191,8 @@ class StoreCallback(Callback):
             log.error("lingrid: could not store the fallback row of trial %s: %s", spec.trial_key, exc2)
 
     def __getstate__(self):  # pickled into tuner.pkl: keep only the configuration
-        return {"store": self.store, "experiment": self.experiment, "written": {}, "write_errors": {}, "_prov": {}}
+        return {"store": self.store, "experiment": self.experiment, "written": {}, "write_errors": {}, "_prov": {},
+                "_curves": {}}
 
 
 def _fmt_s(s: float) -> str:

@@ -1,0 +1,142 @@
+"""From a grid file to runnable trials: its data spec, its data identity, TrialSpecs with resources.
+
+* `data_spec_path(spec, grid_path)`: the grid's `data:` file (relative to the cwd, else to the grid
+  file's folder, else to the repository).
+* `data_identity(...)`: vocabulary size and data hash for `plan` without preparing anything: the
+  prepared manifest's content_hash when the data is prepared, else the data spec's hash (trial keys
+  are then provisional: they change once the shards exist).
+* `prepare_data(...)`: builds or reuses the token shards (idempotent).
+* `lm_trial_specs(...)`: one `TrialSpec` per expanded trial (trainable grid.lm.trial:run_lm) and the
+  Tune concurrency limit. A trial asking for k > 1 GPUs runs data-parallel (grid/lm/ddp.py): its
+  Tune trial holds one CPU and the k GPUs go to its Ray Train workers; then at most GPUs // k such
+  trials run at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grid.lm.gridspec import GridError, GridSpec, LMTrial
+
+REPO = Path(__file__).resolve().parent.parent.parent
+TRAINABLE = "grid.lm.trial:run_lm"
+SUITE = "lm"
+
+
+@dataclass
+class DataIdentity:
+    spec_path: Path
+    name: str
+    vocab_size: int
+    data_hash: str
+    prepared: bool
+    dir: str
+    note: str = ""
+
+
+def data_spec_path(spec: GridSpec, grid_path: str | Path | None = None) -> Path:
+    p = Path(spec.data)
+    candidates = [p] if p.is_absolute() else [p, *([Path(grid_path).parent / p] if grid_path else []), REPO / p]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise GridError(f"data: data spec {spec.data!r} not found (looked in: {', '.join(str(c) for c in candidates)})")
+
+
+def grid_data_spec(spec: GridSpec, grid_path: str | Path | None = None):
+    """The grid's validated DataSpec (GridError naming the bad field otherwise)."""
+    from grid.data.spec import DataSpecError, load_data_spec  # noqa: PLC0415
+
+    try:
+        return load_data_spec(data_spec_path(spec, grid_path))
+    except DataSpecError as exc:
+        raise GridError(f"data: {exc}") from None
+
+
+def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir: str | Path | None = None,
+                  vocab_size: int | None = None) -> DataIdentity:
+    """Vocabulary and data hash of a grid's data, without preparing it (see module docstring).
+
+    `vocab_size` overrides the vocabulary when the data is not prepared (no tokenizer is loaded)."""
+    from grid.data.manifest import read_manifest  # noqa: PLC0415
+
+    path = data_spec_path(spec, grid_path)
+    dspec = grid_data_spec(spec, grid_path)
+    out = Path(data_dir if data_dir is not None else dspec.out_dir)
+    manifest = read_manifest(out)
+    if manifest is not None and manifest.get("spec_hash") == dspec.spec_hash():
+        return DataIdentity(path, dspec.name, int(manifest["tokenizer"]["vocab_size"]), manifest["content_hash"],
+                            True, manifest["dir"], "data prepared: trial keys are final")
+    tk = dspec.tokenizer
+    note = "data not prepared: trial keys use the data spec hash and change once it is prepared"
+    if vocab_size is not None:
+        vocab = int(vocab_size)
+        note += f"; vocab {vocab} given on the command line"
+    elif tk.kind == "bytes":
+        vocab = 257
+    elif tk.kind == "bpe":
+        vocab = int(tk.vocab_size)
+        note += f"; BPE vocab {vocab} is the target (a small corpus may learn fewer)"
+    else:
+        from grid.data.tokenizer import HFTokenizer, TokenizerError  # noqa: PLC0415
+
+        try:
+            vocab = HFTokenizer(tk.name_or_path).vocab_size
+        except TokenizerError as exc:
+            raise GridError(f"data: the vocabulary size of {path} needs its tokenizer, which could not be "
+                            f"loaded (plan --vocab-size N skips it): {exc}") from None
+    return DataIdentity(path, dspec.name, vocab, "spec-" + dspec.spec_hash(), False, str(out.resolve()), note)
+
+
+def prepare_data(spec: GridSpec, grid_path: str | Path | None = None, data_dir: str | Path | None = None,
+                 verbose: bool = True) -> dict[str, Any]:
+    """Build or reuse the grid's token shards; returns the manifest (with "dir")."""
+    from grid.data import prepare  # noqa: PLC0415
+
+    return prepare(grid_data_spec(spec, grid_path), out_dir=data_dir, verbose=verbose)
+
+
+def columns_of(t: LMTrial, spec: GridSpec) -> dict[str, Any]:
+    """Descriptive store columns of an LM trial (model_id is the architecture label)."""
+    return {"model_id": t.arch, "mixer": t.mixer, "hybrid": t.hybrid, "scale": t.scale, "seed": t.seed,
+            "lr": float(t.train["lr"]), "wd": float(spec.recipe.weight_decay)}
+
+
+def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int
+                   ) -> tuple[list, int | None, list[str]]:
+    """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster."""
+    from grid.run.spec import Resources, TrialSpec  # noqa: PLC0415
+
+    res = spec.resources
+    notes: list[str] = []
+    extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
+    max_concurrent = None
+    want = res.gpus_per_trial
+    if n_gpu <= 0:
+        if want:
+            notes.append(f"no GPU: resources.gpus_per_trial={want:g} ignored, trials run on CPU, one process each")
+        resources = Resources(cpu=res.cpus_per_trial, gpu=0)
+    else:
+        want = 1.0 if want is None else float(want)
+        if want <= 1:
+            resources = Resources(cpu=res.cpus_per_trial, gpu=want)
+        else:
+            if not want.is_integer():
+                raise GridError(f"resources.gpus_per_trial={want:g}: above 1 GPU a trial needs a whole number of GPUs")
+            k = int(want)
+            if k > n_gpu:
+                raise GridError(f"resources.gpus_per_trial={k} but the cluster has {n_gpu} GPU(s); "
+                                f"allowed: at most {n_gpu}")
+            resources = Resources(cpu=1, gpu=0)  # the Tune trial is the driver; its Train workers hold the GPUs
+            extras["ddp"] = {"workers": k, "use_gpu": True, "cpus_per_worker": res.cpus_per_trial}
+            max_concurrent = max(1, n_gpu // k)
+            notes.append(f"{k} GPUs per trial: data-parallel through Ray Train, at most {max_concurrent} trial(s) "
+                         "at a time")
+    specs = [TrialSpec(trial_key=t.trial_key, suite=SUITE, grid=spec.name, trainable=TRAINABLE,
+                       config={**t.config, **extras}, columns=columns_of(t, spec), resources=resources)
+             for t in trials]
+    return specs, max_concurrent, notes
+
+
+__all__ = ["DataIdentity", "data_identity", "data_spec_path", "grid_data_spec", "lm_trial_specs", "prepare_data"]

@@ -1,0 +1,375 @@
+"""The LM pretraining trial: `run_lm(config, ctx) -> dict`, run by the Ray runner on a worker.
+
+`config` is `LMTrial.config` (model, resolved train block, recipe, data_hash, seed, env_profile:
+everything `trial_key` hashes) plus extras that do not change the result (NOT_HASHED):
+`data_dir` (absolute path of the prepared token shards), `ddp` ({"workers": k, "use_gpu": bool,
+"cpus_per_worker": c} for a data-parallel trial, see grid/lm/ddp.py) and `ddp_storage`.
+
+Recipe, on the one training core (grid.train.loop.train):
+* next-token cross-entropy (+ the model's MoE aux loss, 0 without MoE); AdamW with the recipe's
+  betas/eps/weight decay, no decay on norms, biases and embeddings unless
+  `decay_norms_biases_embeddings`; linear warmup then cosine to `min_lr_ratio` x peak; gradient
+  clipping; bf16 autocast on GPU (fp32 on CPU); gradient accumulation down to `micro_batch_size`.
+* validation: token-weighted mean loss over the first `eval_batches` x batch_size windows of the
+  val split, every `eval_every` steps and at the end.
+* divergence guard: a non-finite loss, or one above `divergence_factor` x the running minimum after
+  warmup, ends the trial with status "diverged" and `diverged_step`.
+* checkpoints every `ckpt_every` steps (and at the end) go through `ctx.report(..., checkpoint_dir)`
+  so that Tune retries and restored experiments resume from the last one; the curve points so far
+  travel inside the checkpoint and are re-reported on resume (the curve is complete even after a
+  driver crash).
+
+Curve points are reported every `log_every` = max(1, eval_every // 10) steps, at evaluations and at
+checkpoints as metrics named `curve/<column>` (step, tokens, train_loss, val_loss when evaluated,
+lr, flops = cumulative training FLOPs); the driver's StoreCallback turns them into the curves
+table and keeps them out of the results row. `train_loss` of a point is the mean step loss since
+the previous point.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NOT_HASHED = ("data_dir", "ddp", "ddp_storage")
+CURVE_PREFIX = "curve/"  # = grid.run.callbacks.CURVE_PREFIX (not imported: that module imports Ray)
+FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run
+SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
+
+
+class LMTrialError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def check_env(config: dict[str, Any]) -> None:
+    """Fail fast when this worker does not match the grid's environment profile."""
+    name = config.get("env_profile")
+    if not name or os.environ.get(SKIP_ENV_CHECK):
+        return
+    from grid.envprofile import load_profile  # noqa: PLC0415
+
+    load_profile(name).check_installed()  # ProfileError names every mismatch
+
+
+def lm_loss(model, x, y):
+    """Mean next-token cross-entropy over all positions (fp32 logits) plus the model's aux loss."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    logits = model(x)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    aux = getattr(model, "module", model).aux_loss
+    return loss + aux if not isinstance(aux, (int, float)) or aux != 0 else loss
+
+
+def log_every(recipe: dict[str, Any]) -> int:
+    return max(1, int(recipe["eval_every"]) // 10)
+
+
+def default_device():
+    import torch  # noqa: PLC0415
+
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def reset_peak_memory(device) -> None:
+    """Start this trial's peak-memory window (the runner reuses worker processes between trials)."""
+    import torch  # noqa: PLC0415
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: "5" resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gib(device) -> tuple[float, str]:
+    """(GiB, kind): CUDA max allocated on GPU, else the process's peak resident set size since the reset."""
+    import torch  # noqa: PLC0415
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20, "cpu_peak_rss"  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "cpu_peak_rss_process"  # KiB on Linux
+
+
+class NullReporter:
+    """Stands in for ctx when run_lm is called without a runner."""
+
+    def report(self, metrics, checkpoint_dir=None) -> None:
+        pass
+
+
+class _CurveCheckpointer:
+    """The loop's checkpointer: saves the state (plus curve points and throughput counters) into a
+    fresh directory and hands it to the reporter together with the curve point of that step."""
+
+    def __init__(self, reporter, restored_dir: str | None, writer: bool):
+        self.reporter, self.restored_dir, self.writer = reporter, restored_dir, writer
+        self.points: list[dict[str, Any]] = []
+        self.staged: dict[str, Any] | None = None
+        self.prior_train_s = 0.0
+        self.seg_start = time.perf_counter()
+        self.overhead_s = 0.0  # evaluation + checkpoint time of this segment (not training)
+        self._saved: dict[str, Any] | None = None
+
+    def train_s(self) -> float:
+        return self.prior_train_s + time.perf_counter() - self.seg_start - self.overhead_s
+
+    # ----------------------------------------------------------- checkpointer protocol
+    def restore(self) -> dict[str, Any] | None:
+        """Read the restored checkpoint once (curve points, train time); `load` hands its state to the loop."""
+        from grid.train.checkpoint import FILE_NAME  # noqa: PLC0415
+
+        self._saved = None
+        if self.restored_dir and (Path(self.restored_dir) / FILE_NAME).is_file():
+            import torch  # noqa: PLC0415
+
+            state = torch.load(Path(self.restored_dir) / FILE_NAME, map_location="cpu", weights_only=True)
+            extra = state.pop("lm", None) or {}
+            self.points = [dict(p) for p in extra.get("curve", [])]
+            self.prior_train_s = float(extra.get("train_s", 0.0))
+            self._saved = state
+        return self._saved
+
+    def load(self):
+        return self._saved
+
+    def save(self, state: dict[str, Any]) -> None:
+        t = time.perf_counter()
+        point = self._take()
+        if not self.writer:  # a data-parallel rank other than 0: same report call, no files
+            self.reporter.report(_curve_metrics(point))
+        else:
+            from grid.train.checkpoint import DirCheckpointer  # noqa: PLC0415
+
+            tmp = tempfile.mkdtemp(prefix="lingrid-ckpt-")
+            try:
+                DirCheckpointer(tmp).save({**state, "lm": {"curve": self.points, "train_s": self.train_s()}})
+                self.reporter.report(_curve_metrics(point), checkpoint_dir=tmp)  # copied by the runner
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.overhead_s += time.perf_counter() - t
+
+    # ----------------------------------------------------------------- curve points
+    def stage(self, point: dict[str, Any]) -> None:
+        self.staged = point
+
+    def _take(self) -> dict[str, Any] | None:
+        point, self.staged = self.staged, None
+        if point is not None:
+            self.points.append(point)
+        return point
+
+    def emit(self) -> None:
+        point = self._take()
+        if point is not None:
+            self.reporter.report(_curve_metrics(point))
+
+    def replay(self) -> None:
+        """Re-report the points restored from a checkpoint (the driver keeps the last value per step)."""
+        for p in self.points:
+            self.reporter.report(_curve_metrics(p))
+
+
+def _curve_metrics(point: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if point is None else {CURVE_PREFIX + k: v for k, v in point.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------- the trial
+
+def run_lm(config: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
+    """Train one LM trial; returns the final metrics (always with `status`: ok or diverged)."""
+    check_env(config)
+    ddp = config.get("ddp") or {}
+    if int(ddp.get("workers", 1)) > 1:
+        from grid.lm.ddp import run_ddp  # noqa: PLC0415
+
+        return run_ddp(config, ctx)
+    reporter = ctx if ctx is not None else NullReporter()
+    restored = ctx.checkpoint_dir() if ctx is not None else None
+    return train_lm(config, reporter, restored_dir=restored)
+
+
+def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = None, rank: int = 0,
+             world: int = 1, device=None) -> dict[str, Any]:
+    """One training process (the whole trial, or one data-parallel rank: only rank 0 writes checkpoints)."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from grid.data import TokenShards  # noqa: PLC0415
+    from grid.lm.mfu import current_gpu_name, mfu  # noqa: PLC0415
+    from grid.models import ModelConfig, build_model  # noqa: PLC0415
+    from grid.models.accounting import account  # noqa: PLC0415
+    from grid.train import WarmupCosine, build_adamw, train  # noqa: PLC0415
+
+    check_env(config)
+    if restored_dir and (Path(restored_dir) / FINAL_FILE).is_file():  # a finished data-parallel run
+        return json.loads((Path(restored_dir) / FINAL_FILE).read_text())
+
+    tr, rc = config["train"], config["recipe"]
+    device = device if device is not None else default_device()
+    reset_peak_memory(device)
+    data_dir = config.get("data_dir")
+    if not data_dir:
+        raise LMTrialError("config has no data_dir (the prepared token shards; `python -m grid run` sets it)")
+    train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
+    have = train_data.manifest.get("content_hash")
+    if config.get("data_hash") is not None and have != config["data_hash"]:
+        raise LMTrialError(f"data dir {data_dir} has content_hash {have} but the trial was planned for "
+                           f"{config['data_hash']}: prepare the grid's data spec again (the trial_key covers the data)")
+    mcfg = ModelConfig.model_validate(config["model"])
+    if train_data.vocab_size != mcfg.vocab_size:
+        raise LMTrialError(f"model vocab_size {mcfg.vocab_size} != data vocab_size {train_data.vocab_size}")
+
+    batch, seq, steps = int(tr["batch_size"]), int(tr["seq_len"]), int(tr["steps"])
+    if batch % world:
+        raise LMTrialError(f"batch_size {batch} does not split over {world} data-parallel workers")
+    local = batch // world
+    micro = min(int(tr["micro_batch_size"]), local)
+    if local % micro:
+        raise LMTrialError(f"micro_batch_size {micro} does not divide the per-worker batch {local} "
+                           f"(batch {batch} over {world} workers)")
+    accum = local // micro
+
+    torch.manual_seed(int(config["seed"]))  # the same initial weights on every rank
+    model = build_model(mcfg).to(device)
+    counts = account(model).summary()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    optimizer = build_adamw(model, float(tr["lr"]), float(rc["weight_decay"]),
+                            no_decay=not rc["decay_norms_biases_embeddings"], betas=tuple(rc["betas"]),
+                            eps=float(rc["eps"]))
+    schedule = WarmupCosine(float(tr["lr"]), int(tr["warmup_steps"]), steps, float(rc["min_lr_ratio"]))
+    fpt = float(counts["train_flops_per_token"])
+    every, eval_every, ckpt_every = log_every(rc), int(rc["eval_every"]), int(rc["ckpt_every"])
+    ckpt = _CurveCheckpointer(reporter, restored_dir, writer=rank == 0)
+
+    def get_batch(step: int):
+        return train_data.batch(step, local, seq, rank, world)
+
+    calls = [0]
+
+    def loss_fn(m, x, y):
+        if world > 1:  # all-reduce gradients only on the last micro-batch of a step
+            m.require_backward_grad_sync = calls[0] % accum == accum - 1
+            calls[0] += 1
+        loss = lm_loss(m, x, y)
+        if world > 1:  # every rank sees the global mean (same guard decisions); gradients stay local
+            import torch.distributed as dist  # noqa: PLC0415
+
+            g = loss.detach().clone()
+            dist.all_reduce(g)
+            loss = loss + (g / world - loss.detach())
+        return loss
+
+    max_windows = int(rc["eval_batches"]) * batch
+
+    def evaluate(step: int) -> dict[str, Any]:
+        t = time.perf_counter()
+        tot = torch.zeros(2, dtype=torch.float64, device=device)
+        for x, y in val_data.eval_batches(seq, micro, max_windows, rank, world):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)  # the plain module: no DDP collectives in evaluation
+            tot[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                      reduction="sum").double()
+            tot[1] += y.numel()
+        if world > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            dist.all_reduce(tot)
+        ckpt.overhead_s += time.perf_counter() - t
+        n = float(tot[1].item())
+        return {"val_loss": float(tot[0].item()) / n if n else float("nan"), "val_tokens": int(n)}
+
+    def is_eval(step: int) -> bool:
+        return step % eval_every == 0 or step == steps
+
+    def is_ckpt(step: int) -> bool:
+        return step % ckpt_every == 0 or step == steps
+
+    def progress(rec: dict[str, Any]) -> None:
+        s = rec["step"]
+        tokens = int(rec["tokens_seen"]) * world
+        ckpt.stage({"step": s, "tokens": tokens, "train_loss": rec["loss"], "lr": rec["lr"], "flops": fpt * tokens})
+        if not is_eval(s) and not is_ckpt(s):
+            ckpt.emit()
+
+    def on_eval(rec: dict[str, Any]) -> None:
+        if ckpt.staged is not None and ckpt.staged["step"] == rec["step"]:
+            ckpt.staged["val_loss"] = rec["val_loss"]
+        if not is_ckpt(rec["step"]):
+            ckpt.emit()
+
+    if ckpt.restore() is not None:  # re-report the curve so far, then the loop resumes from the state
+        ckpt.replay()
+    ckpt.seg_start = time.perf_counter()
+    result = train(net, optimizer, schedule, get_batch, loss_fn, max_steps=steps, evaluate=evaluate,
+                   eval_every=eval_every, eval_at_end=True, grad_clip=float(rc["grad_clip"]), grad_accum=accum,
+                   precision=rc["precision"], on_eval=on_eval, checkpointer=ckpt, ckpt_every=ckpt_every,
+                   guard=float(rc["divergence_factor"]), guard_warmup=int(tr["warmup_steps"]), sync_every=every,
+                   progress=progress)
+    train_s = ckpt.train_s()
+    ckpt.emit()  # normally a no-op: every staged point is reported within its step
+
+    tokens_seen = int(result.tokens_seen) * world
+    tokens_per_s = result.steps * batch * seq / train_s if result.steps and train_s > 0 else None
+    gpu = current_gpu_name() if device.type == "cuda" else None
+    mem, mem_kind = peak_memory_gib(device)
+    evals = [h for h in result.history if "val_loss" in h]
+    diverged = result.status == "diverged"
+    val_loss = float("nan") if diverged or not evals else float(evals[-1]["val_loss"])
+    out: dict[str, Any] = {
+        "status": "diverged" if diverged else "ok",
+        "val_loss": val_loss,
+        "val_ppl": math.exp(min(val_loss, 700.0)) if math.isfinite(val_loss) else float("nan"),
+        "train_loss": result.last_loss if result.last_loss is not None else float("nan"),
+        "tokens_per_s": tokens_per_s,
+        "mfu": mfu(fpt, tokens_per_s, gpu, world),
+        "peak_mem_gib": mem,
+        "peak_mem_kind": mem_kind,
+        "steps": int(result.steps),
+        "tokens_seen": tokens_seen,
+        "diverged_step": result.diverged_step,
+        "non_embedding_params": int(counts["non_embedding_params"]),
+        "total_params": int(counts["total_params"]),
+        "state_size": int(counts["state_size"]),
+        "train_flops_per_token": fpt,
+        "train_flops": fpt * tokens_seen,
+        "effective_ratio": counts["effective_ratio"],
+        "attention_layers": ",".join(map(str, counts["attention_layers"])),
+        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()),
+        "device": f"{device.type}" + (f" ({gpu})" if gpu else ""),
+        "precision": result.precision,
+        "world_size": world,
+        "train_s": train_s,
+        "resumed_from": result.resumed_from,
+    }
+    if diverged:
+        out["error"] = result.diverged_reason
+    elif not math.isfinite(val_loss):
+        out.update(status="nan", error="the final validation loss is not finite")
+    return out
+
+
+__all__ = ["CURVE_PREFIX", "LMTrialError", "NOT_HASHED", "check_env", "lm_loss", "run_lm", "train_lm"]

@@ -1,0 +1,399 @@
+"""`python -m grid plan|run|submit|status`: LM grids (configs/grids/*.yaml) on Ray.
+
+    plan GRID.yaml      the expanded trial table (nothing runs, data need not be prepared)
+    run GRID.yaml       prepare the data, run what the store lacks on the embedded local Ray
+                        (or --address), print the grid's leaderboard
+    submit GRID.yaml --address http://HEAD:8265
+                        validate, then submit `python -m grid run GRID.yaml ...` as a Ray Job
+    status              done / failed / in flight per grid, from the store and Tune's experiment dirs
+
+Bad grid files exit with status 2 and a message naming the field, the value and what is allowed.
+The driver imports neither fla nor triton; torch only to count local GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RAY_TMP = "benchmark/ray"
+REPO = Path(__file__).resolve().parent.parent.parent
+# what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
+SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",
+                   "__pycache__/", "*.egg-info/", ".pytest_cache/"]
+
+
+def _default_store() -> str:
+    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
+
+    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _parse(p: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
+    try:
+        return p.parse_args(argv)
+    except SystemExit as exc:  # usage errors exit 2, --help 0
+        return int(exc.code or 0)
+
+
+def _load(path: str):
+    """load_grid, with unreadable files and YAML syntax errors also reported as GridError (exit 2)."""
+    import yaml  # noqa: PLC0415
+
+    from grid.lm.gridspec import GridError, load_grid  # noqa: PLC0415
+
+    try:
+        return load_grid(path)
+    except yaml.YAMLError as exc:
+        raise GridError(f"grid file {path} is not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise GridError(f"cannot read grid file {path}: {exc}") from None
+
+
+def _human(n: float | None) -> str:
+    """Counts (parameters, state, tokens) as 214K / 20.5M / 1.3B / 300B."""
+    if n is None:
+        return "-"
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def _ok_keys(results: str, grid: str) -> set[str]:
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+
+    try:
+        return ResultsStore(results).ok_keys(suite="lm", grid=grid)
+    except Exception:  # noqa: BLE001 - an unreadable store must not block planning
+        return set()
+
+
+# -------------------------------------------------------------------------------------------- plan
+
+def plan_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grid plan", description="Print the expanded trial table of an "
+                                "LM grid (nothing is run or prepared).")
+    p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
+    p.add_argument("--results", default=_default_store(), help="results store (marks trials already done)")
+    p.add_argument("--data-dir", default=None, help="prepared data dir (default: the data spec's out_dir)")
+    p.add_argument("--vocab-size", type=int, default=None, help="plan with this vocabulary size instead of reading "
+                   "it from the data (e.g. an hf tokenizer on an offline machine); trial keys are then provisional")
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    from grid.lm.gridspec import ASSUMED_MFU, PEAK_BF16_FLOPS, GridError, estimate, expand  # noqa: PLC0415
+    from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
+    from grid.textable import table  # noqa: PLC0415
+
+    try:
+        spec = _load(args.grid)
+        ident = data_identity(spec, args.grid, args.data_dir, vocab_size=args.vocab_size)
+        trials = expand(spec, ident.vocab_size, ident.data_hash)
+    except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
+        return _err(str(exc))
+    done = _ok_keys(args.results, spec.name)
+    rows, tot_flops, tot_h = [], 0.0, 0.0
+    for i, t in enumerate(trials, 1):
+        est = estimate(t)
+        tot_flops += est["train_flops"]
+        tot_h += est["gpu_hours"]
+        c = t.counts
+        eff = c.get("effective_ratio", "?")
+        hyb = t.hybrid if eff == t.hybrid else f"{t.hybrid} (eff. {eff})"
+        attn = ",".join(map(str, c.get("attention_layers") or [])) or "-"
+        rows.append([i, t.arch, t.mixer, hyb, attn, t.scale, t.seed, _human(c.get("non_embedding_params")),
+                     _human(c.get("state_size")), _human(t.train["tokens"]), t.train["steps"],
+                     f"{est['train_flops']:.3g}", f"{est['gpu_hours']:.3g}", t.trial_key,
+                     "ok" if t.trial_key in done else "-"])
+    print(f"grid {spec.name}: {spec.description}".rstrip(": "))
+    print(f"data: {ident.name} ({ident.spec_path}), vocab {ident.vocab_size}, hash {ident.data_hash} [{ident.note}]")
+    r = spec.recipe
+    print(f"recipe: AdamW betas {tuple(r.betas)} wd {r.weight_decay}, lr {r.lr or 'per scale'}, warmup "
+          f"{r.warmup_steps if r.warmup_steps is not None else 'per scale'}, cosine to {r.min_lr_ratio:g} x peak, "
+          f"clip {r.grad_clip}, {r.precision}, eval every {r.eval_every} steps ({r.eval_batches} batches), "
+          f"checkpoint every {r.ckpt_every}; env profile {spec.env_profile or '-'}")
+    print()
+    print(table(["#", "arch", "mixer", "hybrid", "attn layers", "scale", "seed", "non-emb params", "state",
+                 "tokens", "steps", "train FLOPs", "GPU-h", "trial_key", "stored"], rows))
+    print()
+    print(f"{len(trials)} trial(s), {sum(t.trial_key in done for t in trials)} already ok in {args.results}; "
+          f"total {tot_flops:.3g} training FLOPs = {tot_h:.3g} GPU-hours at an assumed MFU of "
+          f"{ASSUMED_MFU:.0%} of {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s (H100/H200 SXM dense bf16)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- run
+
+def _visible_gpus() -> int:
+    import torch  # noqa: PLC0415  (CPU-safe; fla/triton are never imported by the driver)
+
+    return torch.cuda.device_count()
+
+
+def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> None:
+    """The grid's leaderboard (grid.analysis when available, else grid.lm.leaderboard)."""
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+
+    df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'lm' AND grid = ?", [grid])
+    if keys is not None and len(df):
+        df = df[df["trial_key"].isin(keys)]
+    print(f"\nleaderboard of grid {grid} ({len(df)} trial(s) in {results}):\n")
+    if not len(df):
+        print("(no results)")
+        return
+    try:
+        from grid.analysis.leaderboard import lm_leaderboard, to_text  # noqa: PLC0415
+    except ImportError:
+        lm_leaderboard = None
+    if lm_leaderboard is not None:
+        try:
+            tables = lm_leaderboard(df)
+            for scale, tab in tables.items():
+                print(f"scale {scale}: {int((tab['status'] == 'ok').sum())} ok of {len(tab)}\n{to_text(tab)}\n")
+            return
+        except Exception as exc:  # noqa: BLE001 - fall back to the plain table below
+            print(f"(grid.analysis leaderboard failed: {type(exc).__name__}: {exc}; plain table follows)")
+    from grid.lm.leaderboard import leaderboard_text  # noqa: PLC0415
+
+    print(leaderboard_text(df))
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grid run", description="Prepare the data of an LM grid, run its "
+                                "trials that the store lacks on Ray, print its leaderboard.")
+    p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
+    p.add_argument("--results", default=_default_store(), help="parquet results store")
+    p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
+    p.add_argument("--n-gpu", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries per trial (from its last checkpoint)")
+    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, help="Ray Tune experiment storage")
+    p.add_argument("--data-dir", default=None, help="where the token shards live (default: the data spec's "
+                   "out_dir); on a multi-node cluster a path every node can read")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    return p
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = _parse(_run_parser(), argv)
+    if isinstance(args, int):
+        return args
+    from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
+    from grid.lm.prepare_grid import lm_trial_specs, prepare_data  # noqa: PLC0415
+
+    try:
+        spec = _load(args.grid)
+    except GridError as exc:
+        return _err(str(exc))
+    print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
+    try:
+        manifest = prepare_data(spec, args.grid, args.data_dir)
+    except GridError as exc:
+        return _err(str(exc))
+    except (ValueError, RuntimeError, OSError) as exc:  # PrepareError, DataDirError, tokenizer errors, ...
+        return _err(f"preparing the data of grid {spec.name}: {exc}")
+    try:
+        trials = expand(spec, int(manifest["tokenizer"]["vocab_size"]), manifest["content_hash"])
+    except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
+        return _err(str(exc))
+
+    import ray  # noqa: PLC0415
+
+    started_ray = False
+    if args.address is not None:
+        if not ray.is_initialized():
+            ray.init(address=args.address, log_to_driver=False)
+            started_ray = True
+        n_gpu = int(ray.cluster_resources().get("GPU", 0)) if args.n_gpu is None else args.n_gpu
+    else:
+        visible = _visible_gpus()
+        n_gpu = visible if args.n_gpu is None else min(args.n_gpu, visible)
+        if args.n_gpu is not None and args.n_gpu > visible:
+            print(f"note: --n-gpu {args.n_gpu} but {visible} GPU(s) visible: using {n_gpu}", file=sys.stderr)
+    try:
+        try:
+            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu)
+        except GridError as exc:
+            return _err(str(exc))
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
+        print(f"grid {spec.name}: {len(specs)} trial(s) on {'CPU' if n_gpu == 0 else f'{n_gpu} GPU(s)'}; "
+              f"results in {args.results}", flush=True)
+        from grid.results.store import ResultsStore  # noqa: PLC0415
+        from grid.run.runner import run_trials  # noqa: PLC0415
+
+        summary = run_trials(specs, store=ResultsStore(args.results), experiment=f"lm-{spec.name}",
+                             storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
+                             num_gpus=None if args.address else n_gpu,
+                             num_cpus=None if args.address else (args.num_cpus or os.cpu_count() or 1),
+                             max_failures=args.max_failures, force=args.force, max_concurrent=max_concurrent)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    print(f"grid {spec.name}: {summary.n_total} trial(s): {summary.n_skipped} already in the store, {summary.n_ok} "
+          f"ok, {summary.n_other} diverged/other, {summary.n_failed} failed, {len(summary.missing)} not run")
+    print_leaderboard(args.results, spec.name, {t.trial_key for t in trials})
+    return 0 if summary.n_failed == 0 and not summary.missing else 1
+
+
+# ------------------------------------------------------------------------------------------ submit
+
+def _rel_to_repo(path: str) -> str:
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO).as_posix()
+    except ValueError:
+        raise ValueError(f"{path} is outside the repository {REPO}: the Ray Job uploads the repository as its "
+                         "working_dir, so the grid file must live inside it (e.g. configs/grids/)") from None
+
+
+def submit_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grid submit", description="Validate an LM grid and submit "
+                                "`python -m grid run GRID ...` to a Ray cluster through the Ray Jobs API.")
+    p.add_argument("grid")
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265 "
+                   "(token auth: RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    p.add_argument("--env-profile", default=None, help="configs/env/<NAME>.txt for the job's runtime_env "
+                   "(default: the grid's env_profile)")
+    p.add_argument("--results", default=None, help="results store on the cluster (use shared storage; a relative "
+                   "path lands in the job's temporary working dir)")
+    p.add_argument("--ray-tmp-path", default=None, help="Tune experiment storage on the cluster (shared storage)")
+    p.add_argument("--data-dir", default=None, help="token shards on the cluster (a path every node can read)")
+    p.add_argument("--n-gpu", type=int, default=None)
+    p.add_argument("--max-failures", type=int, default=1)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--submission-id", default=None)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    from grid.envprofile import ProfileError, load_profile  # noqa: PLC0415
+    from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
+    from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
+
+    try:
+        spec = _load(args.grid)  # validates fields, scales and the grid's own env profile
+        dspec = grid_data_spec(spec, args.grid)
+        vocab = {"bytes": 257, "bpe": dspec.tokenizer.vocab_size}.get(dspec.tokenizer.kind, 32000)  # shape check only
+        expand(spec, int(vocab), "validate", count=False)  # hybrids realisable at every scale, mixers known
+        name = args.env_profile or spec.env_profile
+        if args.env_profile and spec.env_profile and args.env_profile != spec.env_profile:
+            raise GridError(f"--env-profile {args.env_profile!r} differs from the grid's env_profile "
+                            f"{spec.env_profile!r}, which every trial checks (and its trial_key covers); "
+                            "edit the grid's env_profile instead")
+        profile = load_profile(name) if name else None
+        if profile is not None:
+            profile.check_architectures(a.mixer for a in spec.architectures)
+        rel_grid = _rel_to_repo(args.grid)
+    except (GridError, ProfileError, ValueError) as exc:
+        return _err(str(exc))
+
+    cmd = ["python", "-m", "grid", "run", rel_grid, "--address", "auto", "--max-failures", str(args.max_failures)]
+    for flag, val in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path),
+                      ("--data-dir", args.data_dir), ("--n-gpu", args.n_gpu)):
+        if val is not None:
+            cmd += [flag, str(val)]
+    if args.force:
+        cmd.append("--force")
+    entrypoint = shlex.join(cmd)
+    runtime_env: dict[str, Any] = {"working_dir": str(REPO), "excludes": list(SUBMIT_EXCLUDES)}
+    if profile is not None:
+        runtime_env.update(profile.runtime_env())
+    else:
+        print("note: no environment profile: the job uses the cluster's installed packages unchecked",
+              file=sys.stderr)
+    for flag, val in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path)):
+        if val is None or not Path(val).is_absolute():
+            print(f"note: {flag} {val or '(default)'} is relative: it resolves inside the job's temporary "
+                  "working dir on the head node; give a shared absolute path to keep it", file=sys.stderr)
+    from ray.job_submission import JobSubmissionClient  # noqa: PLC0415
+
+    try:
+        client = JobSubmissionClient(args.address)
+        sid = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.submission_id,
+                                metadata={"lingrid_grid": spec.name})
+    except Exception as exc:  # noqa: BLE001 - connection, auth, runtime_env errors
+        msg = f"{type(exc).__name__}: {exc}"
+        hint = ""
+        if isinstance(exc, (ImportError, RuntimeError)) and "default" in msg.lower():
+            hint = "\n(the Ray Jobs client needs ray[default]: pip install -e '.[cluster]')"
+        if any(w in msg.lower() for w in ("auth", "token", "401", "403")):
+            hint = "\n(token auth: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` on the head prints it)"
+        print(f"error: submitting to {args.address} failed: {msg}{hint}", file=sys.stderr)
+        return 1
+    print(f"submitted grid {spec.name} as Ray job {sid} to {args.address}")
+    print(f"  entrypoint: {entrypoint}")
+    print(f"  runtime_env: {json.dumps({k: v for k, v in runtime_env.items() if k != 'excludes'})}")
+    print(f"follow it:  ray job logs --address {args.address} --follow {sid}")
+    print(f"status:     ray job status --address {args.address} {sid}")
+    print(f"stop it:    ray job stop --address {args.address} {sid}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ status
+
+def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
+    """Per Tune experiment dir (with a lingrid manifest): trials without a row, with and without a trial dir
+    (Tune creates a trial's dir when it schedules the trial, or when it restores the experiment)."""
+    from grid.run.runner import MANIFEST  # noqa: PLC0415
+
+    out = []
+    if not ray_tmp.is_dir():
+        return out
+    for exp in sorted(p for p in ray_tmp.iterdir() if (p / MANIFEST).is_file()):
+        try:
+            keys = list(json.loads((exp / MANIFEST).read_text())["trials"])
+        except (OSError, ValueError, KeyError):
+            continue
+        open_keys = [k for k in keys if k not in rows]
+        started = sum(1 for k in open_keys if (exp / k).is_dir())
+        if open_keys:
+            out.append([exp.name, len(keys), len(keys) - len(open_keys), started, len(open_keys) - started])
+    return out
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
+    p.add_argument("--results", default=_default_store())
+    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    from grid.results.store import ResultsStore  # noqa: PLC0415
+    from grid.textable import table  # noqa: PLC0415
+
+    store = ResultsStore(args.results)
+    df = store.query("SELECT suite, grid, status, count(*) AS n FROM results GROUP BY suite, grid, status")
+    keys = store.trial_keys()
+    if len(df):
+        stats = ["ok", "diverged", "nan", "error", "skipped"]
+        body = []
+        for (suite, grid), part in df.groupby(["suite", "grid"], sort=True):
+            by = dict(zip(part["status"], part["n"]))
+            body.append([suite, grid, *[int(by.get(s, 0)) for s in stats], int(part["n"].sum())])
+        print(f"results in {args.results}:")
+        print(table(["suite", "grid", "ok", "diverged", "nan", "failed", "skipped", "rows"], body))
+    else:
+        print(f"results in {args.results}: no rows")
+    flight = _in_flight(Path(args.ray_tmp_path), keys)
+    print()
+    if flight:
+        print(f"Tune experiments in {args.ray_tmp_path} with trials that have no row yet. A trial with a trial dir "
+              "was scheduled: it is running now, or its run was interrupted (`run` again resumes it from its last "
+              "checkpoint); one without has not started:")
+        print(table(["experiment", "trials", "with row", "trial dir, no row", "not started"], flight))
+    else:
+        print(f"no unfinished trials in the Tune experiments under {args.ray_tmp_path}")
+    return 0
+
+
+__all__ = ["plan_main", "print_leaderboard", "run_main", "status_main", "submit_main"]
