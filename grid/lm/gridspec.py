@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grid.keys import content_hash
 from grid.lm.scales import SCALES_FILE, Scale, get_scale
@@ -83,14 +83,19 @@ class GridSpec(BaseModel):
     recipe: Recipe = Field(default_factory=Recipe)
     resources: Resources = Field(default_factory=Resources)
 
+    @field_validator("scales")
+    @classmethod
+    def _known_scales(cls, scales: list[str]) -> list[str]:
+        for s in scales:
+            get_scale(s)  # raises naming the allowed scales
+        return scales
+
     @model_validator(mode="after")
     def _check(self):
         names = [a.name for a in self.architectures]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"architectures[].name must be unique; repeated: {dup}")
-        for s in self.scales:
-            get_scale(s)
         if self.env_profile:
             from grid.envprofile import load_profile  # noqa: PLC0415
 
@@ -134,7 +139,9 @@ def _format(exc: ValidationError, path) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"  {loc or '(top)'}: {msg} (value {err.get('input')!r})")
+        value = err.get("input")
+        shown = f" (value {value!r})" if not isinstance(value, (dict, list)) or loc else ""
+        lines.append(f"  {loc or '(top)'}: {msg}{shown}")
     return "\n".join(lines)
 
 
@@ -187,7 +194,10 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) 
                 try:
                     cfg = model_for(arch, hybrid, scale, vocab_size, spec.recipe)
                     train = resolve_train(spec.recipe, scale)
-                except (ValueError, ValidationError) as exc:
+                except ValidationError as exc:
+                    msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                    raise GridError(f"{where}: {msgs}") from None
+                except ValueError as exc:
                     raise GridError(f"{where}: {exc}") from None
                 counts = account(build_for_counting(cfg)).summary() if count else {}
                 for seed in spec.seeds:
