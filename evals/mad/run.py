@@ -59,7 +59,6 @@ def make_trials(args, settings) -> list:
                                    data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers)
                 config = cfg.model_dump(mode="json")
                 hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
-                hashed["backend"] = "auto-or-fused" if args.backend != "reference" else "reference"
                 trials.append(TrialSpec(
                     trial_key=content_hash({"suite": "mad", **hashed}), suite="mad", grid="mad",
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
