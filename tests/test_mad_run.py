@@ -1,0 +1,49 @@
+"""The MAD suite driver: trial expansion, hashing and the final table (no Ray here)."""
+from evals.mad.run import build_parser, make_trials, print_table
+from evals.mad.settings import all_settings
+
+
+def _args(argv, arch="gla"):
+    args = build_parser(arch).parse_args(argv)
+    args.model_id = args.model_id or arch
+    args.gpus_found = 0
+    return args
+
+
+def test_baseline_expands_to_six_runs_per_setting():
+    settings = all_settings(which="baseline")
+    trials = make_trials(_args(["--epochs", "2"]), settings)
+    assert len(trials) == 6 * 6
+    assert len({t.trial_key for t in trials}) == len(trials)
+    assert {(t.columns["lr"], t.columns["wd"]) for t in trials} == {(lr, wd) for lr in (1e-4, 5e-4, 1e-3)
+                                                                     for wd in (0.0, 0.1)}
+    assert all(t.resources.gpu == 0 for t in trials)  # no GPU here: CPU trials
+
+
+def test_full_suite_is_396_runs_with_fractional_gpus():
+    args = _args(["--n-tasks-gpu", "4"])
+    args.gpus_found = 8
+    trials = make_trials(args, all_settings())
+    assert len(trials) == 396
+    assert all(t.resources.gpu == 0.25 for t in trials)
+
+
+def test_key_ignores_where_data_lives_but_not_the_protocol():
+    s = all_settings(["M"], which="baseline")
+    a = make_trials(_args(["--data-path", "/x"]), s)[0].trial_key
+    b = make_trials(_args(["--data-path", "/y"]), s)[0].trial_key
+    c = make_trials(_args(["--epochs", "3"]), s)[0].trial_key
+    assert a == b != c
+
+
+def test_table_printed_from_store(tmp_path, capsys):
+    from grid.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    for i, (task, acc) in enumerate([("M", 0.5), ("M", 0.7), ("C", float("nan"))]):
+        store.write_row({"trial_key": f"k{i}", "status": "ok" if acc == acc else "nan", "model_id": "gla",
+                         "mixer": "gla", "task": task, "setting": "baseline", "lr": 1e-3, "wd": 0.1 * i,
+                         "epochs": 2, "acc": acc}, suite="mad", grid="mad")
+    print_table(str(tmp_path), "gla", 2)
+    out = capsys.readouterr().out
+    assert "| gla |" in out and "0.700" in out
