@@ -64,6 +64,6 @@ def bench_mixer(name: str, d_model: int = 1024, seq_len: int = 2048, tokens: int
         return BenchRow(name, seq_len, batch, None, None, None, params, backend, "ERROR", msg)
     ms = start.elapsed_time(end) / iters
     peak = torch.cuda.max_memory_allocated() / 2**30
-    del layer, x
+    layer = x = None  # free the GPU memory before the next mixer
     torch.cuda.empty_cache()
     return BenchRow(name, seq_len, batch, batch * seq_len / (ms / 1e3), ms, peak, params, backend, "ok")

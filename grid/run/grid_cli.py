@@ -91,7 +91,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from grid.lm.gridspec import ASSUMED_MFU, PEAK_BF16_FLOPS, GridError, estimate, expand  # noqa: PLC0415
+    from grid.lm.gridspec import ASSUMED_MFU, PEAK_BF16_FLOPS, estimate, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
     from grid.textable import table  # noqa: PLC0415
 

@@ -126,15 +126,14 @@ def check_dims(d: int, kw: dict, heads: int, kv_heads: int | None) -> tuple[int,
 # the reference layer
 # --------------------------------------------------------------------------------------------------
 
-class GLARef(nn.Module):
-    """Plain-PyTorch twin of fla.layers.GatedLinearAttention (training forward: no cache/mask/varlen)."""
+class LinearAttentionBase(nn.Module):
+    """What fla's GatedLinearAttention and MultiScaleRetention layers share: q/k/v (GQA-grouped k/v),
+    optional short convs, the output gate and the per-head output norm (fused swish gate or not)."""
 
-    def __init__(self, hidden_size: int, expand_k: float = 0.5, expand_v: float = 1.0, num_heads: int = 4,
-                 num_kv_heads: int | None = None, feature_map: str | None = None, use_short_conv: bool = False,
-                 conv_size: int = 4, conv_bias: bool = False, use_output_gate: bool = True, gate_fn: str = "swish",
-                 elementwise_affine: bool = True, norm_eps: float = 1e-5, gate_logit_normalizer: int = 16,
-                 gate_low_rank_dim: int = 16, clamp_min: float | None = None, fuse_norm: bool = True,
-                 layer_idx: int | None = None):
+    def __init__(self, hidden_size: int, expand_k: float, expand_v: float, num_heads: int, num_kv_heads: int | None,
+                 feature_map: str | None, use_short_conv: bool, conv_size: int, conv_bias: bool,
+                 use_output_gate: bool, gate_fn: str, elementwise_affine: bool, norm_eps: float, fuse_norm: bool,
+                 layer_idx: int | None):
         super().__init__()
         self.hidden_size, self.layer_idx = hidden_size, layer_idx
         self.num_heads = num_heads
@@ -146,7 +145,6 @@ class GLARef(nn.Module):
         self.key_dim_per_group = self.key_dim // self.num_kv_groups
         self.value_dim_per_group = self.value_dim // self.num_kv_groups
         self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
-        self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
 
         self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
         self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
@@ -157,8 +155,6 @@ class GLARef(nn.Module):
             self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
             self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
             self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-        self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
-                                     nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
         self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
         if self.fuse_norm_and_gate:
@@ -167,11 +163,32 @@ class GLARef(nn.Module):
             self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
             self.gate_fn = activation(gate_fn, "gate_fn")
 
-    def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
-        B, T, _ = x.shape
+    def project_qkv(self, x: torch.Tensor):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.use_short_conv:
             q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        return q, k, v
+
+
+class GLARef(LinearAttentionBase):
+    """Plain-PyTorch twin of fla.layers.GatedLinearAttention (training forward: no cache/mask/varlen)."""
+
+    def __init__(self, hidden_size: int, expand_k: float = 0.5, expand_v: float = 1.0, num_heads: int = 4,
+                 num_kv_heads: int | None = None, feature_map: str | None = None, use_short_conv: bool = False,
+                 conv_size: int = 4, conv_bias: bool = False, use_output_gate: bool = True, gate_fn: str = "swish",
+                 elementwise_affine: bool = True, norm_eps: float = 1e-5, gate_logit_normalizer: int = 16,
+                 gate_low_rank_dim: int = 16, clamp_min: float | None = None, fuse_norm: bool = True,
+                 layer_idx: int | None = None):
+        super().__init__(hidden_size, expand_k, expand_v, num_heads, num_kv_heads, feature_map, use_short_conv,
+                         conv_size, conv_bias, use_output_gate, gate_fn, elementwise_affine, norm_eps, fuse_norm,
+                         layer_idx)
+        self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
+        self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
+                                     nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
+
+    def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.project_qkv(x)
         gk = self.gk_proj(x)
         q = q.view(B, T, self.num_heads, self.head_k_dim)
         k = repeat_kv(k.view(B, T, self.num_kv_heads, self.head_k_dim), self.num_kv_groups)

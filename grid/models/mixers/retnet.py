@@ -16,12 +16,11 @@ RetNet *model* passes it (bare layer 1e-5).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from grid.models.errors import ConfigError
-from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, rotary
-from grid.models.mixers.gla import (activation, check_dims, gla_chunked, head_dims, matrix_state,
-                                    output_norm_gate, repeat_kv)
+from grid.models.mixers._common import rotary
+from grid.models.mixers.gla import (LinearAttentionBase, activation, check_dims, gla_chunked, head_dims,
+                                    matrix_state, output_norm_gate, repeat_kv)
 from grid.models.registry import MixerSpec, register
 
 
@@ -31,7 +30,7 @@ def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:
     return torch.log(1 - 2.0 ** (-5.0 - h))
 
 
-class RetNetRef(nn.Module):
+class RetNetRef(LinearAttentionBase):
     """Plain-PyTorch twin of fla.layers.MultiScaleRetention (training forward: no cache/mask/varlen)."""
 
     def __init__(self, hidden_size: int, expand_k: float = 1.0, expand_v: float = 2.0, num_heads: int = 8,
@@ -39,40 +38,13 @@ class RetNetRef(nn.Module):
                  conv_size: int = 4, conv_bias: bool = False, use_output_gate: bool = True, gate_fn: str = "swish",
                  elementwise_affine: bool = True, norm_eps: float = 1e-5, fuse_norm: bool = True,
                  layer_idx: int | None = None):
-        super().__init__()
-        self.hidden_size, self.layer_idx = hidden_size, layer_idx
-        self.num_heads = num_heads
-        self.num_kv_heads = num_kv_heads or num_heads
-        self.num_kv_groups = num_heads // self.num_kv_heads
-        self.feature_map_fn = activation(feature_map, "feature_map")
-        self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
-        self.key_dim, self.value_dim = round(hidden_size * expand_k), round(hidden_size * expand_v)
-        self.key_dim_per_group = self.key_dim // self.num_kv_groups
-        self.value_dim_per_group = self.value_dim // self.num_kv_groups
-        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
-
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
-        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
-        if self.fuse_norm_and_gate:
-            self.g_norm_swish_gate = RMSNormGated(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-        else:
-            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-            self.gate_fn = activation(gate_fn, "gate_fn")
+        super().__init__(hidden_size, expand_k, expand_v, num_heads, num_kv_heads, feature_map, use_short_conv,
+                         conv_size, conv_bias, use_output_gate, gate_fn, elementwise_affine, norm_eps, fuse_norm,
+                         layer_idx)
 
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        q, k, v = self.project_qkv(x)
         q = q.view(B, T, self.num_heads, self.head_k_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_k_dim)
         if self.feature_map_fn is not None:
