@@ -67,6 +67,9 @@ class MADRunConfig(BaseModel):
     num_workers: int = Field(0, ge=0, description="accepted for mad-lab CLI parity; unused (data stays on the device)")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     stop_acc: float = Field(0.999, gt=0, description="early stop at epoch test accuracy >= stop_acc")
+    max_train_examples: int | None = Field(
+        None, gt=0, description="smoke runs only: train on the first N examples (a different protocol: recorded, "
+                                "and scoring never mixes it with full runs)")
     eval_train: bool = Field(False, description="also evaluate the selected epoch's weights on the train set")
 
     @field_validator("setting", "model", mode="before")
@@ -175,6 +178,8 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
 
     ensure_data(setting, cfg.data_root)
     splits = {s: load_split(setting, cfg.data_root, s) for s in ("train", "test")}
+    if cfg.max_train_examples is not None:
+        splits["train"] = tuple(a[: cfg.max_train_examples] for a in splits["train"])
     (xtr, ytr), (xte, yte) = [(torch.from_numpy(np.ascontiguousarray(x)).to(device),
                                torch.from_numpy(np.ascontiguousarray(y)).to(device))
                               for x, y in (splits["train"], splits["test"])]
@@ -224,6 +229,7 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
         "task_name": setting.task, "setting": setting.setting_id, "setting_dir": setting.dir_name,
         "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+        "max_train_examples": cfg.max_train_examples or 0,
         "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
         "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
         "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,

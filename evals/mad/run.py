@@ -33,6 +33,9 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
     p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
+    p.add_argument("--max-train-examples", type=int, default=None,
+                   help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
+                        "separate protocol; never mixed with full runs in tables)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
     p.add_argument("--results", default="benchmark/results", help="parquet results store")
@@ -56,6 +59,7 @@ def make_trials(args, settings) -> list:
             for wd in args.wds:
                 cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend,
                                    model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
+                                   max_train_examples=args.max_train_examples,
                                    data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers)
                 config = cfg.model_dump(mode="json")
                 hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
@@ -64,7 +68,7 @@ def make_trials(args, settings) -> list:
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
                     columns={"model_id": args.model_id, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
                              "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
-                             "epochs": args.epochs}))
+                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0}))
     return trials
 
 
@@ -90,12 +94,14 @@ def log_parameters(args, settings) -> int:
     return 0
 
 
-def print_table(results: str, model_id: str, epochs: int) -> None:
+def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0) -> None:
     from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(results).query(
         "SELECT * FROM results WHERE suite = 'mad' AND model_id = ? AND epochs = ?", [model_id, epochs])
+    if "max_train_examples" in df.columns:  # smoke runs are another protocol
+        df = df[df["max_train_examples"].fillna(0).astype(int) == max_train_examples]
     if df.empty:
         print(f"no MAD rows for model_id={model_id!r} epochs={epochs} in {results}")
         return
@@ -151,5 +157,5 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          max_failures=args.max_failures, force=args.force)
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
           f"{summary.n_failed} failed")
-    print_table(args.results, args.model_id, args.epochs)
+    print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)
     return 0 if summary.n_failed == 0 else 1

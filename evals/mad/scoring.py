@@ -25,7 +25,7 @@ EXPECTED_SETTINGS = {"CR": 11, "NR": 14, "FR": 11, "M": 6, "C": 11, "SC": 13}
 _NAMES = {"in-context-recall": "CR", "noisy-in-context-recall": "NR", "fuzzy-in-context-recall": "FR",
           "memorization": "M", "compression": "C", "selective-copying": "SC"}
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")
-PROTOCOL_COLUMNS = ("epochs", "batch_size", "min_lr", "seed", "metric")
+PROTOCOL_COLUMNS = ("epochs", "batch_size", "min_lr", "seed", "metric", "max_train_examples")
 
 
 def _task_code(t) -> str:
