@@ -284,3 +284,15 @@ def test_run_mad_metrics_do_not_clash_with_runner_columns(tmp_path):
                        data_root=str(tmp_path), device="cpu"))
     clash = (set(out) - {"status", "error"}) & (RUNNER_COLUMNS | TUNE_RESERVED)
     assert not clash, clash
+
+
+def test_max_train_examples_limits_training_and_is_recorded(tmp_path):
+    from evals.mad.protocol import run_mad
+    from evals.mad.settings import MADSetting
+
+    setting = MADSetting(task="memorization", vocab_size=16, seq_len=8, num_train_examples=64, num_test_examples=16)
+    base = dict(setting=setting.model_dump(), arch="transformer", epochs=1, batch_size=8, data_root=str(tmp_path),
+                device="cpu")
+    full, small = run_mad(base), run_mad({**base, "max_train_examples": 16})
+    assert full["steps_per_epoch"] == 8 and small["steps_per_epoch"] == 2
+    assert full["max_train_examples"] == 0 and small["max_train_examples"] == 16
