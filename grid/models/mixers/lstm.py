@@ -36,6 +36,23 @@ def _hidden(d_model: int, kw: dict) -> int:
     return h
 
 
+def add_recurrent_params(module: nn.Module, d_model: int, h: int, gates: int, bias: bool, use_o_proj: bool) -> None:
+    """nn.LSTM/nn.RNN's single-layer parameters (same names and shapes) with their uniform init, plus o_proj."""
+    module.weight_ih_l0 = nn.Parameter(torch.empty(gates * h, d_model))
+    module.weight_hh_l0 = nn.Parameter(torch.empty(gates * h, h))
+    if bias:
+        module.bias_ih_l0 = nn.Parameter(torch.empty(gates * h))
+        module.bias_hh_l0 = nn.Parameter(torch.empty(gates * h))
+    else:
+        module.register_parameter("bias_ih_l0", None)
+        module.register_parameter("bias_hh_l0", None)
+    bound = 1.0 / math.sqrt(h)  # U(-1/sqrt(hidden), 1/sqrt(hidden)) on every weight and bias, as torch
+    for p in (module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0):
+        if p is not None:
+            nn.init.uniform_(p, -bound, bound)
+    module.o_proj = nn.Linear(h, d_model, bias=False) if use_o_proj else None
+
+
 class LSTMMixer(nn.LSTM):
     """torch's LSTM (batch_first) + o_proj; state_dict: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, o_proj.*"""
 
@@ -59,23 +76,7 @@ class LSTMReference(nn.Module):
         super().__init__()
         h = _hidden(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj))
         self.input_size, self.hidden_size, self.layer_idx = d_model, h, layer_idx
-        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * h, d_model))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * h, h))
-        if bias:
-            self.bias_ih_l0 = nn.Parameter(torch.empty(4 * h))
-            self.bias_hh_l0 = nn.Parameter(torch.empty(4 * h))
-        else:
-            self.register_parameter("bias_ih_l0", None)
-            self.register_parameter("bias_hh_l0", None)
-        self.reset_parameters()
-        self.o_proj = nn.Linear(h, d_model, bias=False) if use_o_proj else None
-
-    def reset_parameters(self) -> None:
-        """nn.LSTM's init: every weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in (self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0):
-            if p is not None:
-                nn.init.uniform_(p, -bound, bound)
+        add_recurrent_params(self, d_model, h, 4, bias, use_o_proj)
 
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape

@@ -12,14 +12,13 @@ o_proj is there by default even when hidden_size == d_model, for the same reason
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.lstm import HIDDEN_SIZES, _build
+from grid.models.mixers.lstm import HIDDEN_SIZES, _build, add_recurrent_params
 from grid.models.mixers.lstm import _hidden as lstm_hidden
 from grid.models.registry import MixerSpec, register
 
@@ -55,23 +54,7 @@ class RNNReference(nn.Module):
         super().__init__()
         h = _hidden(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj, nonlinearity=nonlinearity))
         self.input_size, self.hidden_size, self.nonlinearity, self.layer_idx = d_model, h, nonlinearity, layer_idx
-        self.weight_ih_l0 = nn.Parameter(torch.empty(h, d_model))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(h, h))
-        if bias:
-            self.bias_ih_l0 = nn.Parameter(torch.empty(h))
-            self.bias_hh_l0 = nn.Parameter(torch.empty(h))
-        else:
-            self.register_parameter("bias_ih_l0", None)
-            self.register_parameter("bias_hh_l0", None)
-        self.reset_parameters()
-        self.o_proj = nn.Linear(h, d_model, bias=False) if use_o_proj else None
-
-    def reset_parameters(self) -> None:
-        """nn.RNN's init: every weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in (self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0):
-            if p is not None:
-                nn.init.uniform_(p, -bound, bound)
+        add_recurrent_params(self, d_model, h, 1, bias, use_o_proj)
 
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape
