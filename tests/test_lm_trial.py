@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from grid.lm import trial as lm_trial
 from grid.lm.gridspec import GridSpec, expand
-from grid.lm.trial import CURVE_PREFIX, check_env, run_lm
+from grid.lm.trial import CURVE_PREFIX, check_env, run_lm, throughput_warmup_steps
 
 
 def _tiny_data(root: Path) -> dict:
@@ -168,3 +169,24 @@ def test_env_profile_is_checked_at_start(tmp_path, monkeypatch):
         run_lm(cfg, None)  # fails before touching data or model
     monkeypatch.setenv("LINGRID_SKIP_ENV_CHECK", "1")
     check_env(cfg)  # skipped
+
+
+def test_throughput_window_sizes():
+    assert [throughput_warmup_steps(n) for n in (0, 19, 20, 100, 199, 5000)] == [0, 0, 2, 10, 19, 20]
+
+
+def test_steady_state_throughput_leaves_out_slow_first_steps(data, tmp_path, monkeypatch):
+    # the first step stands in for fla's kernel compile/autotune: slow once, then fast
+    calls = [0]
+    real = lm_trial.lm_loss
+
+    def slow_first(model, x, y):
+        calls[0] += 1
+        if calls[0] == 1:
+            time.sleep(1.5)
+        return real(model, x, y)
+
+    monkeypatch.setattr(lm_trial, "lm_loss", slow_first)
+    out = run_lm(_config(data, mixer="attention", steps=20, eval_every=20, ckpt_every=20), FakeCtx(tmp_path))
+    assert out["status"] == "ok" and out["throughput_from_step"] == 2
+    assert out["tokens_per_s"] > 1.2 * out["tokens_per_s_all_steps"]

@@ -35,6 +35,9 @@ def mixers_main(argv: list[str]) -> int:
         for T in args.seq_lens:
             print(f"[bench] {name} T={T} ...", file=sys.stderr, flush=True)
             rows.append(bench_mixer(name, args.d_model, T, args.tokens, args.warmup, args.iters))
+            print(json.dumps(rows[-1].as_dict()), file=sys.stderr, flush=True)
+            if args.json:  # rewritten after every row: a killed run keeps what it measured
+                _write(args.json, rows)
     prov = provenance()
     print(f"device={prov['gpu_name']} torch={prov['torch']} triton={prov['triton']} fla={prov['fla']} "
           f"d_model={args.d_model} tokens/step={args.tokens} bf16 autocast")
@@ -43,10 +46,14 @@ def mixers_main(argv: list[str]) -> int:
                 [[r.mixer, r.seq_len, r.batch, r.tokens_per_s,
                   (r.tokens_per_s / attn[r.seq_len]) if r.tokens_per_s and attn.get(r.seq_len) else None,
                   r.ms_per_step, r.peak_mem_gib, r.params, r.status, r.detail] for r in rows], markdown=args.markdown))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"provenance": prov, "rows": [r.as_dict() for r in rows]}, fh, indent=1)
     return 0 if all(r.status == "ok" for r in rows) else 1
+
+
+def _write(path: str, rows) -> None:
+    from grid.env import provenance  # noqa: PLC0415
+
+    with open(path, "w") as fh:
+        json.dump({"provenance": provenance(), "rows": [r.as_dict() for r in rows]}, fh, indent=1)
 
 
 def main(argv: list[str]) -> int:

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in df.groupby("task")}}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
+        if args.json:  # partial report after every k: a killed run keeps what it measured
+            Path(args.json).write_text(json.dumps(report, indent=1))
         shutil.rmtree(work, ignore_errors=True)
 
     ref = report["rows"][0]

@@ -14,6 +14,9 @@ Recipe, on the one training core (grid.train.loop.train):
   val split, every `eval_every` steps and at the end.
 * divergence guard: a non-finite loss, or one above `divergence_factor` x the running minimum after
   warmup, ends the trial with status "diverged" and `diverged_step`.
+* throughput: `tokens_per_s` and `mfu` are steady-state, timed from step `throughput_from_step`
+  (10% of the run, at most 20 steps; 0 for runs under 20 steps) to the end, without evaluation and
+  checkpoint time; `tokens_per_s_all_steps` includes the first steps (kernel compile/autotune).
 * checkpoints every `ckpt_every` steps (and at the end) go through `ctx.report(..., checkpoint_dir)`
   so that Tune retries and restored experiments resume from the last one; the curve points so far
   travel inside the checkpoint and are re-reported on resume (the curve is complete even after a
@@ -71,6 +74,12 @@ def lm_loss(model, x, y):
 
 def log_every(recipe: dict[str, Any]) -> int:
     return max(1, int(recipe["eval_every"]) // 10)
+
+
+def throughput_warmup_steps(steps: int) -> int:
+    """Steps left out of the steady-state tokens/s (and MFU): 10% of the run, at most 20, none for
+    runs under 20 steps (too short to spare any)."""
+    return min(20, steps // 10) if steps >= 20 else 0
 
 
 def default_device():
@@ -323,17 +332,30 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
 
     if ckpt.restore() is not None:  # re-report the curve so far, then the loop resumes from the state
         ckpt.replay()
+    # steady-state throughput leaves out the first steps, where fla compiles and autotunes its kernels
+    warm = throughput_warmup_steps(steps)
+    mark: dict[str, float] = {}
+
+    def on_step(s: int) -> None:
+        if s == warm:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            mark["train_s"] = ckpt.train_s()
+
     ckpt.seg_start = time.perf_counter()
     result = train(net, optimizer, schedule, get_batch, loss_fn, max_steps=steps, evaluate=evaluate,
                    eval_every=eval_every, eval_at_end=True, grad_clip=float(rc["grad_clip"]), grad_accum=accum,
                    precision=rc["precision"], on_eval=on_eval, checkpointer=ckpt, ckpt_every=ckpt_every,
                    guard=float(rc["divergence_factor"]), guard_warmup=int(tr["warmup_steps"]), sync_every=every,
-                   progress=progress)
+                   progress=progress, on_step=on_step)
     train_s = ckpt.train_s()
     ckpt.emit()  # normally a no-op: every staged point is reported within its step
 
     tokens_seen = int(result.tokens_seen) * world
-    tokens_per_s = result.steps * batch * seq / train_s if result.steps and train_s > 0 else None
+    tokens_per_s_all = result.steps * batch * seq / train_s if result.steps and train_s > 0 else None
+    steady_s = train_s - mark["train_s"] if "train_s" in mark else 0.0
+    tokens_per_s = ((result.steps - warm) * batch * seq / steady_s if steady_s > 0 and result.steps > warm
+                    else tokens_per_s_all)
     gpu = current_gpu_name() if device.type == "cuda" else None
     mem, mem_kind = peak_memory_gib(device)
     evals = [h for h in result.history if "val_loss" in h]
@@ -345,6 +367,8 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "val_ppl": math.exp(min(val_loss, 700.0)) if math.isfinite(val_loss) else float("nan"),
         "train_loss": result.last_loss if result.last_loss is not None else float("nan"),
         "tokens_per_s": tokens_per_s,
+        "tokens_per_s_all_steps": tokens_per_s_all,
+        "throughput_from_step": warm if tokens_per_s is not tokens_per_s_all else 0,
         "mfu": mfu(fpt, tokens_per_s, gpu, world),
         "peak_mem_gib": mem,
         "peak_mem_kind": mem_kind,

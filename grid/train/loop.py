@@ -24,6 +24,8 @@ Contract
   reported step is exact either way; at most `sync_every - 1` further steps were taken.
 * Checkpoints: with a `checkpointer` (save/load, see grid.train.checkpoint) the loop restores
   its latest state at start (`resume=True`) and saves every `ckpt_every` steps and at the end.
+* `on_step(steps_done)` runs after every optimizer step (host side, no device sync): a hook for
+  timing marks such as the trainer's steady-state throughput window.
 * precision 'bf16' autocasts to bfloat16 on CUDA only; on CPU training is fp32 (recorded in
   `TrainResult.precision`).
 """
@@ -126,6 +128,7 @@ def train(
     guard_warmup: int = 0,
     sync_every: int = 1,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train `model` for up to `max_steps` optimizer steps. See the module docstring for the contract."""
     if max_steps < 0 or grad_accum < 1 or sync_every < 1:
@@ -201,6 +204,8 @@ def train(
         pending.append((step, total))
         st.step += 1
         st.tokens_seen += x.numel()
+        if on_step is not None:
+            on_step(st.step)
 
         done = st.step >= max_steps
         eval_due = evaluate is not None and ((eval_every > 0 and st.step % eval_every == 0) or (done and eval_at_end))
