@@ -3,14 +3,18 @@
 For each k (runs sharing one GPU, `--n-tasks-gpu k`) this runs one setting per task (the six
 baselines) x the six (lr, wd) pairs = 36 runs through the real runner with a fresh results
 store, records the suite's wall time, per-run wall time and GPU utilisation (nvidia-smi sampled
-every 0.5 s), and extrapolates the full 396-run, 200-epoch suite:
+every 0.5 s), and extrapolates the full 396-run, 200-epoch suite at each k:
 
-    full = sum over the 66 settings of 6 x 200 x epoch_s(task) x tokens_per_epoch(setting) / tokens_per_epoch(baseline)
+    full = sum over the 66 settings of 6 x 200 x epoch_s(task) x batches(setting) / batches(baseline)
            / measured packing speed-up at k
 
-where epoch_s(task) is the measured mean training+evaluation time of one epoch of that task's baseline at
-k=1. Tokens per epoch scale linearly (an approximation: attention is quadratic in length; early stopping
-at accuracy 0.999 makes the real suite shorter, so the estimate is an upper bound for that reason).
+where epoch_s(task) is the median over that task's six runs at the first k of training+evaluation time
+per epoch (the median drops the run that paid the one-off kernel compile in a fresh worker), and
+batches = ceil(train examples / 128) + ceil(test examples / 128). Cost per batch, not per token: at
+MAD's width (128) a step is launch-bound; measured on an H100, 2-epoch gla runs of tasks with 32, 128
+and 256 tokens per sequence (same example counts) took 2.2, 2.0-2.2 and 2.5 s per epoch. Early stopping
+at accuracy 0.999 makes the real suite shorter, so the estimate is an upper bound for that reason.
+`--from-json REPORT` recomputes the table from a saved report without running anything.
 """
 from __future__ import annotations
 
@@ -65,8 +69,35 @@ class GPUSampler:
         return [max(s[i][1] for s in self.samples if len(s) == n) for i in range(n)]
 
 
-def tokens_per_epoch(s) -> int:
-    return s.num_train_examples * s.seq_len
+RUN_COLUMNS = ["task", "setting", "lr", "wd", "status", "epochs_run", "wall_s", "train_wall_s", "gpu_index"]
+
+
+def batches_per_epoch(s, batch_size: int = 128) -> int:
+    return -(-s.num_train_examples // batch_size) + -(-s.num_test_examples // batch_size)
+
+
+def full_suite_serial_s(epoch_s_by_task: dict[str, float], epochs: int = 200) -> float:
+    """Seconds for all 66 settings x 6 (lr, wd) runs one after another, from per-task epoch times."""
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+
+    base = {s.code: s for s in all_settings(which="baseline")}
+    return sum(6 * epochs * epoch_s_by_task.get(s.code, float("nan")) * batches_per_epoch(s)
+               / batches_per_epoch(base[s.code]) for s in all_settings())
+
+
+def print_report(report: dict) -> None:
+    ref = report["rows"][0]
+    serial = full_suite_serial_s(ref["epoch_s_by_task"])
+    n_gpu = report["n_gpu"]
+    print(f"\narch={report['arch']} epochs measured={report['epochs']} GPUs={n_gpu}")
+    print("k  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. full suite (h, no early stop)")
+    for row in report["rows"]:
+        speed = ref["suite_wall_s"] / row["suite_wall_s"]
+        row["speedup_vs_first"] = speed
+        row["est_full_suite_h"] = serial / speed / 3600 / n_gpu
+        print(f"{row['k']:<2} {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
+              f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:.2f}")
+    report["serial_full_suite_h_at_first_k"] = serial / 3600
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
+    p.add_argument("--from-json", default=None, help="print the table and estimate of a saved report; run nothing")
     args = p.parse_args(argv)
+    if args.from_json:
+        print_report(json.loads(Path(args.from_json).read_text()))
+        return 0
 
     from evals.mad.run import main as mad_main  # noqa: PLC0415
-    from evals.mad.settings import all_settings  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    base = {s.code: s for s in all_settings(which="baseline")}
     report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "rows": []}
     for k in args.k:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
@@ -98,26 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         row = {"k": k, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
                "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
-               "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in df.groupby("task")}}
+               "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in df.groupby("task")},
+               "epoch_s_mean_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in df.groupby("task")},
+               "runs_detail": json.loads(df[[c for c in RUN_COLUMNS if c in df]].to_json(orient="records"))}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
         if args.json:  # partial report after every k: a killed run keeps what it measured
             Path(args.json).write_text(json.dumps(report, indent=1))
         shutil.rmtree(work, ignore_errors=True)
 
-    ref = report["rows"][0]
-    settings = all_settings()
-    serial = sum(6 * 200 * ref["epoch_s_by_task"].get(s.code, float("nan")) * tokens_per_epoch(s)
-                 / tokens_per_epoch(base[s.code]) for s in settings)
-    print(f"\narch={args.arch} epochs measured={args.epochs} GPUs={args.n_gpu}")
-    print("k  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. full suite (h, no early stop)")
-    for row in report["rows"]:
-        speed = ref["suite_wall_s"] / row["suite_wall_s"]
-        row["speedup_vs_first"] = speed
-        row["est_full_suite_h"] = serial / speed / 3600 / args.n_gpu
-        print(f"{row['k']:<2} {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
-              f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:.2f}")
-    report["serial_full_suite_h_at_first_k"] = serial / 3600
+    print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
