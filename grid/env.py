@@ -43,4 +43,5 @@ def provenance() -> dict[str, str | None]:
         "gpu_name": gpu,
         "git_sha": git_sha(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "autotune": os.environ.get("LINGRID_AUTOTUNE", "full"),  # grid.models.autotune: first | full
     }

@@ -1,4 +1,4 @@
-"""The MAD suite driver: trial expansion, hashing and the final table (no Ray here)."""
+"""The MAD suite driver: trial expansion, hashing, the final table, and one tiny run through the real command."""
 from evals.mad.run import build_parser, make_trials, print_table
 from evals.mad.settings import all_settings
 
@@ -47,3 +47,20 @@ def test_table_printed_from_store(tmp_path, capsys):
     print_table(str(tmp_path), "gla", 2)
     out = capsys.readouterr().out
     assert "| gla |" in out and "0.700" in out
+
+
+def test_cli_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
+    # one tiny run through the real command and Ray: the policy travels to the worker by runtime_env
+    import subprocess
+    import sys
+
+    from grid.results.store import ResultsStore
+
+    cmd = [sys.executable, "-m", "evals.mad.mad_eval_gla", "--tasks", "M", "--settings", "baseline", "--epochs", "1",
+           "--max-train-examples", "64", "--lrs", "1e-3", "--wds", "0", "--n-gpu", "0", "--autotune", "first",
+           "--results", str(tmp_path / "res"), "--ray-tmp-path", str(tmp_path / "ray"),
+           "--data-path", str(tmp_path / "data"), "--num-workers", "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = ResultsStore(tmp_path / "res").query("SELECT status, autotune, mixer FROM results")
+    assert df.to_dict("records") == [{"status": "ok", "autotune": "first", "mixer": "gla"}]

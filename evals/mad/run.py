@@ -2,7 +2,7 @@
 
 Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
 --data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
---address, --force, --backend. The command generates missing data, runs every (setting, lr, wd)
+--address, --force, --backend, --autotune. The command generates missing data, runs every (setting, lr, wd)
 trial that has no ok row in the results store yet, and ends by printing the MAD table.
 """
 from __future__ import annotations
@@ -41,6 +41,10 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--results", default="benchmark/results", help="parquet results store")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
+    p.add_argument("--autotune", choices=("first", "full"), default="first",
+                   help="fla kernel configs: first (default) = the first that compiles, one compile per kernel "
+                        "(results do not depend on it; MAD's width-128 runs are launch-bound); full = Triton times "
+                        "every candidate (minutes per kernel in each fresh worker). Recorded in every row")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
     return p
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
                          num_gpus=None if args.address else args.gpus_found,
                          num_cpus=None if args.address else cpus,
-                         max_failures=args.max_failures, force=args.force)
+                         max_failures=args.max_failures, force=args.force,
+                         ray_init_kwargs={"runtime_env": {"env_vars": {"LINGRID_AUTOTUNE": args.autotune}}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
           f"{summary.n_failed} failed")
     print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)

@@ -22,6 +22,12 @@ def mixers_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch  # noqa: PLC0415
 
+    from grid.models import autotune  # noqa: PLC0415
+
+    if autotune.mode() != "full":
+        print(f"error: timings need Triton's full autotuning; unset {autotune.ENV} (it is {autotune.mode()!r})",
+              file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("error: the mixer benchmark measures GPU kernels and needs a CUDA GPU", file=sys.stderr)
         return 2

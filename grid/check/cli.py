@@ -18,9 +18,16 @@ def parity_main(argv: list[str]) -> int:
     p.add_argument("--shapes", nargs="*", help="BxTxD, e.g. 2x100x256 (default: 2x64x256 2x100x256 1x1000x256)")
     p.add_argument("--device", default="cuda", help="cuda (default); cpu runs fla kernels in Triton's interpreter")
     p.add_argument("--allow-refused", action="store_true", help="exit 0 even if fla refuses a kernel here")
+    p.add_argument("--autotune", choices=["first", "full"], default="first",
+                   help="first (default): each fla kernel runs the first config that compiles (the math does not "
+                        "depend on it; one compile per kernel instead of dozens); full: every candidate, as training "
+                        "picks (see grid/models/autotune.py)")
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
+    import os  # noqa: PLC0415
+
+    os.environ["LINGRID_AUTOTUNE"] = args.autotune  # read by grid.models.autotune (and recorded)
     if args.device == "cpu":
         from grid.check import interpret  # noqa: PLC0415
 
@@ -48,7 +55,7 @@ def parity_main(argv: list[str]) -> int:
                      progress=lambda m: print(m, file=sys.stderr, flush=True), on_rows=stream)
     prov = provenance()
     print(f"device={prov['gpu_name'] or args.device} torch={prov['torch']} triton={prov['triton']} fla={prov['fla']} "
-          f"tolerances={TOLERANCE}")
+          f"autotune={args.autotune} tolerances={TOLERANCE}")
     print(table(["mixer", "dtype", "shape", "status", "out", "dx", "dW (worst)", "worst weight", "detail"],
                 [[r.mixer, r.dtype, r.shape, r.status, r.out_err, r.dx_err, r.dw_err, r.worst_weight, r.detail]
                  for r in rows], markdown=args.markdown))

@@ -79,6 +79,8 @@ def check_mixer(name: str, shapes=None, dtypes=("fp32", "bf16"), device: str = "
 
     from grid.models.registry import fused_status, get_mixer  # noqa: PLC0415
 
+    from grid.models import autotune  # noqa: PLC0415
+
     spec = get_mixer(name)
     shapes = shapes or DEFAULT_SHAPES
     ok, reason = fused_status(spec)
@@ -89,6 +91,8 @@ def check_mixer(name: str, shapes=None, dtypes=("fp32", "bf16"), device: str = "
         kw = spec.resolve_kwargs(kwargs)
         torch.manual_seed(seed)
         try:
+            if device != "cpu":  # (the interpreter times nothing: it always takes the first config)
+                autotune.apply()
             fused = spec.fused(D, 0, kw).to(device)
         except Exception as exc:  # noqa: BLE001  (report every failure, never crash the table)
             rows += [ParityRow(name, dt, f"{B}x{T}x{D}", "ERROR", detail=f"build: {type(exc).__name__}: {exc}")

@@ -121,6 +121,9 @@ def build_mixer(spec: MixerSpec, d_model: int, layer_idx: int, kwargs: dict[str,
         ok, reason = fused_status(spec)
         if not ok:
             raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}")
+        from grid.models import autotune  # noqa: PLC0415
+
+        autotune.apply()  # LINGRID_AUTOTUNE=first: one compile per kernel instead of every candidate
         return spec.fused(d_model, layer_idx, kwargs)
     raise ConfigError("backend", backend, ["fused", "reference"])
 

@@ -20,7 +20,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES: tuple[str, ...] = ("ok", "diverged", "nan", "error", "skipped")
 
 PROVENANCE_COLUMNS: tuple[str, ...] = (
-    "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile",
+    "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
 )
 
 # name -> arrow type, in the column order of every written file

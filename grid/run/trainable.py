@@ -57,7 +57,7 @@ def import_string(path: str) -> Callable[..., Any]:
 # store columns the runner fills in: trial functions may not report metrics with these names
 RUNNER_COLUMNS = frozenset({
     "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
-    "attempt", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile",
+    "attempt", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
 })
 
 
