@@ -220,6 +220,7 @@ class ProgressCallback(Callback):
     def _reset(self):
         self.t0 = time.time()
         self.running: set[str] = set()
+        self.started: dict[str, float] = {}
         self.statuses: dict[str, str] = {}
         self.n_retried = 0
         self.walls: list[float] = []
@@ -235,6 +236,7 @@ class ProgressCallback(Callback):
     # ----------------------------------------------------------- tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        self.started[trial.trial_id] = time.time()
         self.max_running = max(self.max_running, len(self.running))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -282,7 +284,10 @@ class ProgressCallback(Callback):
         tail = f"elapsed {_fmt_s(elapsed)}"
         if not final and self.walls and (pending or running):
             conc = max(self.max_running, running, 1)
-            eta = sum(self.walls) / len(self.walls) * (pending + running) / conc
+            mean = sum(self.walls) / len(self.walls)
+            now = time.time()  # a running trial has already used part of its (mean) wall time
+            left = sum(max(mean - (now - self.started.get(t, now)), 0.0) for t in self.running)
+            eta = (left + mean * pending) / conc
             tail += f", ETA ~{_fmt_s(eta)}"
         name = f"[{self.experiment}] " if self.experiment else ""
         return f"{name}{' | '.join(parts)} | {tail}"

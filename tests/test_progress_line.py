@@ -1,0 +1,50 @@
+"""The runner's progress line: counts and an ETA that moves while trials run."""
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray")
+
+from grid.run import callbacks  # noqa: E402
+from grid.run.callbacks import ProgressCallback  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def time(self):
+        return self.t
+
+
+def _trial(tid, **result):
+    return SimpleNamespace(trial_id=tid, last_result=result)
+
+
+def _eta_s(line: str) -> float:
+    m = re.search(r"ETA ~(?:(\d+)m)?(\d+)s", line)
+    assert m, line
+    return int(m.group(1) or 0) * 60 + int(m.group(2))
+
+
+def test_counts_and_eta_counting_down_while_a_trial_runs(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "time", clock.time)
+    cb = ProgressCallback(3, experiment="x", stream=io.StringIO())
+    a, b, c = _trial("a", status="ok", wall_s=100.0), _trial("b"), _trial("c")
+    cb.on_trial_start(0, [], a)
+    clock.t += 100
+    cb.on_trial_complete(0, [], a)
+    cb.on_trial_start(0, [], b)
+    line0 = cb.line()
+    assert "1/3 done | 0 failed | 1 running | 1 pending" in line0
+    assert _eta_s(line0) == 200  # b: 100 s left, c: 100 s, one at a time
+    clock.t += 60
+    assert _eta_s(cb.line()) == 140  # b has used 60 of its expected 100 s
+    clock.t += 90
+    assert _eta_s(cb.line()) == 100  # b overran: only c's time is left
+    assert "ETA" not in cb.line(final=True)
