@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seq-lens", type=int, nargs="*", default=[2048, 8192])
     for q in (lm, b):
         q.add_argument("--jobs", type=int, default=os.cpu_count() or 4)
+        q.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
     args = p.parse_args(argv)
 
     if args.what == "lm":
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(f"{m} T={T}", [sys.executable, "-m", "grid", "bench", "mixers", "--mixers", m, "--seq-lens", str(T),
                                 "--warmup", "1", "--iters", "1"]) for m in names for T in args.seq_lens]
     print(f"[warm] {len(jobs)} job(s), {args.jobs} at a time", flush=True)
+    if args.dry_run:
+        print("\n".join(label for label, _ in jobs))
+        return 0
     return _run_all(jobs, args.jobs)
 
 
