@@ -31,6 +31,9 @@ def test_query_formats(store, capsys):
     assert main(["query", "SELECT mixer FROM results WHERE status='ok'", "--store", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert "gla" in out and "mamba" not in out and "(1 row)" in out
+    # --results (the name `grid run` and the MAD commands use) is the same option
+    assert main(["query", "SELECT count(*) AS n FROM results", "--results", str(store.root), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ["n", "2"]
 
 
 def test_show(store, capsys):

@@ -1,6 +1,6 @@
 """`python -m grid results ...`: ask the parquet store questions with DuckDB.
 
-    python -m grid results query "SELECT mixer, avg(test_acc) FROM results GROUP BY 1" [--store DIR] [--format table|csv|json]
+    python -m grid results query "SELECT mixer, avg(test_acc) FROM results GROUP BY 1" [--store|--results DIR] [--format table|csv|json]
     python -m grid results show [--suite S] [--grid G] [--status ok] [--store DIR] [--limit N]
 
 Views: `results` (one row per trial) and `curves` (per-step rows, when trials wrote any).
@@ -29,10 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("query", help="run SQL over the views `results` and `curves`")
     q.add_argument("sql", help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
-    q.add_argument("--store", default=_default_store(), help=f"store directory (default: $LINGRID_STORE or {DEFAULT_STORE})")
+    q.add_argument("--store", "--results", dest="store", default=_default_store(), help=f"store directory (default: $LINGRID_STORE or {DEFAULT_STORE})")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s = sub.add_parser("show", help="pretty table of trials (key columns + metrics)")
-    s.add_argument("--store", default=_default_store())
+    s.add_argument("--store", "--results", dest="store", default=_default_store())
     s.add_argument("--suite")
     s.add_argument("--grid")
     s.add_argument("--status", help="only rows with this status (ok, diverged, nan, error, skipped)")
