@@ -190,3 +190,10 @@ def test_steady_state_throughput_leaves_out_slow_first_steps(data, tmp_path, mon
     out = run_lm(_config(data, mixer="attention", steps=20, eval_every=20, ckpt_every=20), FakeCtx(tmp_path))
     assert out["status"] == "ok" and out["throughput_from_step"] == 2
     assert out["tokens_per_s"] > 1.2 * out["tokens_per_s_all_steps"]
+
+
+def test_compile_is_part_of_the_trial_and_stays_eager_on_cpu(data, tmp_path):
+    eager, compiled = _config(data, steps=2), _config(data, steps=2, compile=True)
+    assert eager["recipe"]["compile"] is False and compiled["recipe"]["compile"] is True
+    out = run_lm(compiled, FakeCtx(tmp_path))
+    assert out["status"] == "ok" and out["compiled"] is False  # CPU: no torch.compile, recorded as such

@@ -50,6 +50,8 @@ class Recipe(BaseModel):
     ckpt_every: int = Field(200, gt=0)
     divergence_factor: float = Field(4.0, gt=1, description="loss above factor x running minimum = diverged")
     tie_embeddings: bool = False
+    compile: bool = Field(False, description="torch.compile the model's forward on GPU (in place: parameter names "
+                                             "and checkpoints unchanged); ignored on CPU")
 
 
 class ArchSpec(BaseModel):

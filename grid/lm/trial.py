@@ -260,6 +260,11 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     torch.manual_seed(int(config["seed"]))  # the same initial weights on every rank
     model = build_model(mcfg).to(device)
     counts = account(model).summary()
+    # recipe.compile: fuse the eager ops around the kernels (norms, RoPE, SwiGLU, casts) on GPU. In place,
+    # so state_dict names and checkpoints are the same as without it. CPU runs stay eager (no compiler needed).
+    compiled = bool(rc.get("compile")) and device.type == "cuda"
+    if compiled:
+        model.compile()
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
@@ -385,6 +390,7 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()),
         "device": f"{device.type}" + (f" ({gpu})" if gpu else ""),
         "precision": result.precision,
+        "compiled": compiled,
         "world_size": world,
         "train_s": train_s,
         "resumed_from": result.resumed_from,
