@@ -7,23 +7,11 @@ import pytest
 
 from grid.lm.gridspec import expand, load_grid
 from grid.run.grid_cli import REPO, SUBMIT_EXCLUDES, plan_main, submit_main
-
-
-def _data_spec(root: Path) -> Path:
-    spec = root / "data.yaml"
-    spec.write_text(f"""name: tiny-bytes
-sources: [{{name: stdlib, kind: stdlib}}]
-tokenizer: {{kind: bytes}}
-seq_len: 128
-max_tokens: 150000
-val_fraction: 0.05
-out_dir: {root / 'shards'}
-""")
-    return spec
+from tests.helpers import write_tiny_bytes_spec
 
 
 def _grid(root: Path, body: str, name: str = "g") -> Path:
-    _data_spec(root)
+    write_tiny_bytes_spec(root)
     path = root / f"{name}.yaml"
     path.write_text(f"name: {name}\ndata: data.yaml\n" + body)
     return path

@@ -7,7 +7,6 @@ One Ray instance for the module (startup is the slow part on 2 cores); `run` reu
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -16,37 +15,18 @@ ray = pytest.importorskip("ray")
 
 from grid.results.store import ResultsStore  # noqa: E402
 from grid.run.grid_cli import run_main, status_main  # noqa: E402
+from tests.helpers import embedded_ray, write_tiny_bytes_spec  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_4cpu():
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old["PYTHONPATH"]) if p)
-    if ray.is_initialized():
-        ray.shutdown()
     # 4 logical CPUs: two single-process trials at once, or a Tune driver trial + 2 Train workers
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    yield from embedded_ray(num_cpus=4)
 
 
 def _write_grid(root: Path, body: str) -> Path:
-    (root / "data.yaml").write_text(f"""name: tiny-bytes
-sources: [{{name: stdlib, kind: stdlib}}]
-tokenizer: {{kind: bytes}}
-seq_len: 128
-max_tokens: 150000
-val_fraction: 0.05
-out_dir: {root / 'shards'}
-""")
+    write_tiny_bytes_spec(root)
     path = root / "tiny.yaml"
     path.write_text("name: tiny\ndata: data.yaml\n" + body)
     return path

@@ -11,21 +11,13 @@ import pytest
 from grid.lm import trial as lm_trial
 from grid.lm.gridspec import GridSpec, expand
 from grid.lm.trial import CURVE_PREFIX, check_env, run_lm, throughput_warmup_steps
+from tests.helpers import write_tiny_bytes_spec
 
 
 def _tiny_data(root: Path) -> dict:
     from grid.data import prepare
 
-    spec = root / "data.yaml"
-    spec.write_text(f"""name: tiny-bytes
-sources: [{{name: stdlib, kind: stdlib}}]
-tokenizer: {{kind: bytes}}
-seq_len: 128
-max_tokens: 150000
-val_fraction: 0.05
-out_dir: {root / 'shards'}
-""")
-    return prepare(spec, verbose=False)
+    return prepare(write_tiny_bytes_spec(root), verbose=False)
 
 
 @pytest.fixture(scope="module")

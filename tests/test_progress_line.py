@@ -35,7 +35,7 @@ def test_counts_and_eta_counting_down_while_a_trial_runs(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(callbacks.time, "time", clock.time)
     cb = ProgressCallback(3, experiment="x", stream=io.StringIO())
-    a, b, c = _trial("a", status="ok", wall_s=100.0), _trial("b"), _trial("c")
+    a, b = _trial("a", status="ok", wall_s=100.0), _trial("b")
     cb.on_trial_start(0, [], a)
     clock.t += 100
     cb.on_trial_complete(0, [], a)

@@ -5,7 +5,6 @@ reuses an initialised Ray and leaves it running.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,27 +14,14 @@ ray = pytest.importorskip("ray")
 from grid.results.store import ResultsStore  # noqa: E402
 from grid.run.runner import run_trials  # noqa: E402
 from grid.run.spec import make_trial  # noqa: E402
+from tests.helpers import embedded_ray  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 STUB = "tests.stub_trials"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_4cpu_2gpu():
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # workers must import `grid` and `tests.stub_trials` whatever pytest's cwd is
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old["PYTHONPATH"]) if p)
-    if ray.is_initialized():  # a previous module forgot to shut down
-        ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    yield from embedded_ray(num_cpus=4, num_gpus=2)
 
 
 def _trial(fn, grid="g", resources=None, columns=None, **config):
