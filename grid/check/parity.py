@@ -83,6 +83,7 @@ def check_mixer(name: str, shapes=None, dtypes=("fp32", "bf16"), device: str = "
 
     spec = get_mixer(name)
     shapes = shapes or DEFAULT_SHAPES
+    autotune.apply()  # LINGRID_AUTOTUNE=first (parity's default): one compile per kernel
     ok, reason = fused_status(spec)
     if not ok and device == "cuda":
         return [ParityRow(name, dt, "-", "REFUSED", detail=reason) for dt in dtypes]
@@ -91,8 +92,6 @@ def check_mixer(name: str, shapes=None, dtypes=("fp32", "bf16"), device: str = "
         kw = spec.resolve_kwargs(kwargs)
         torch.manual_seed(seed)
         try:
-            if device != "cpu":  # (the interpreter times nothing: it always takes the first config)
-                autotune.apply()
             fused = spec.fused(D, 0, kw).to(device)
         except Exception as exc:  # noqa: BLE001  (report every failure, never crash the table)
             rows += [ParityRow(name, dt, f"{B}x{T}x{D}", "ERROR", detail=f"build: {type(exc).__name__}: {exc}")

@@ -359,8 +359,8 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     tokens_seen = int(result.tokens_seen) * world
     tokens_per_s_all = result.steps * batch * seq / train_s if result.steps and train_s > 0 else None
     steady_s = train_s - mark["train_s"] if "train_s" in mark else 0.0
-    tokens_per_s = ((result.steps - warm) * batch * seq / steady_s if steady_s > 0 and result.steps > warm
-                    else tokens_per_s_all)
+    steady = steady_s > 0 and result.steps > warm
+    tokens_per_s = (result.steps - warm) * batch * seq / steady_s if steady else tokens_per_s_all
     gpu = current_gpu_name() if device.type == "cuda" else None
     mem, mem_kind = peak_memory_gib(device)
     evals = [h for h in result.history if "val_loss" in h]
@@ -373,7 +373,7 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "train_loss": result.last_loss if result.last_loss is not None else float("nan"),
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_all_steps": tokens_per_s_all,
-        "throughput_from_step": warm if tokens_per_s is not tokens_per_s_all else 0,
+        "throughput_from_step": warm if steady else 0,
         "mfu": mfu(fpt, tokens_per_s, gpu, world),
         "peak_mem_gib": mem,
         "peak_mem_kind": mem_kind,
