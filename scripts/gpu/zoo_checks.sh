@@ -20,7 +20,7 @@ if [ ${#mixers[@]} -eq 0 ]; then
 fi
 python3 -m grid models > "$out/models.txt" 2>&1
 for m in "${mixers[@]}"; do
-  FLA_CACHE_RESULTS=0 lim python3 -m grid check parity --mixers "$m" --json "$out/parity-$m.json" \
+  lim python3 -m grid check parity --mixers "$m" --json "$out/parity-$m.json" \
     > "$out/parity-$m.txt" 2>&1 &
 done
 pack() { tar -C "$out" -czf "$out/zoo.tar.gz" --exclude zoo.tar.gz . ; }
