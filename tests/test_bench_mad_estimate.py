@@ -17,19 +17,49 @@ def test_baseline_only_suite_costs_six_runs_times_epochs_times_epoch_time():
     assert batches_per_epoch(base["CR"]) == 100 + 10  # 12,800 train + 1,280 test examples, batch 128
 
 
+TASKS = ("CR", "NR", "FR", "M", "C", "SC")
+
+
+def _report(path, k, wall, epoch_s, **extra):
+    row = {"k": k, "suite_wall_s": wall, "run_wall_s_mean": 3.0, "gpu_util_mean": [10.0 * k],
+           "epoch_s_by_task": {c: epoch_s for c in TASKS}}
+    path.write_text(json.dumps({"arch": "gla", "epochs": 2, "n_gpu": 1, "rows": [row], **extra}))
+    return path
+
+
+def _estimates(lines):
+    """(est. by suite wall, epoch-rate speed-up, est. by epoch times) of the table's k rows."""
+    rows = [line.split() for line in lines if line.split() and line.split()[0].isdigit()]
+    return [(float(r[5]), float(r[6]), float(r[7])) for r in rows]
+
+
+def test_from_json_merges_reports_and_estimates_from_wall_time_and_epoch_times(tmp_path, capsys):
+    # k=1: 1 s per epoch. k=4: the suite ran 4x faster, each run's epochs 2x slower while sharing the GPU
+    one = _report(tmp_path / "k1.json", 1, 100.0, 1.0)
+    four = _report(tmp_path / "k4.json", 4, 25.0, 2.0)
+    assert main(["--from-json", str(four), str(one)]) == 0  # order does not matter: the smallest k is the ref
+    (wall1, rate1, ep1), (wall4, rate4, ep4) = _estimates(capsys.readouterr().out.splitlines())
+    assert wall1 == pytest.approx(ep1, rel=1e-2) and rate1 == 1.0
+    assert wall1 == pytest.approx(4 * wall4, rel=2e-2)  # table rounds to 0.01 h
+    assert rate4 == 2.0 and ep1 == pytest.approx(2 * ep4, rel=2e-2)  # 4 runs at once, each at half speed
+
+
+def test_from_json_refuses_reports_of_different_runs(tmp_path):
+    one = _report(tmp_path / "a.json", 1, 100.0, 1.0)
+    other = tmp_path / "b.json"
+    other.write_text(json.dumps({**json.loads(one.read_text()), "epochs": 3}))
+    with pytest.raises(SystemExit):
+        main(["--from-json", str(one), str(other)])
+    with pytest.raises(SystemExit):  # the same k twice
+        main(["--from-json", str(one), str(one)])
+
+
 def test_from_json_with_an_epoch_time_replaced(tmp_path, capsys):
-    rows = [{"k": 1, "suite_wall_s": 100.0, "run_wall_s_mean": 3.0, "gpu_util_mean": [10.0],
-             "epoch_s_by_task": {c: 1.0 for c in ("CR", "NR", "FR", "M", "C", "SC")}},
-            {"k": 4, "suite_wall_s": 25.0, "run_wall_s_mean": 3.0, "gpu_util_mean": [40.0],
-             "epoch_s_by_task": {}}]
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps({"arch": "gla", "epochs": 2, "n_gpu": 1, "rows": rows}))
+    path = _report(tmp_path / "r.json", 1, 100.0, 1.0)
     assert main(["--from-json", str(path)]) == 0
-    plain = capsys.readouterr().out.strip().splitlines()
+    (plain, _, _), = _estimates(capsys.readouterr().out.splitlines())
     assert main(["--from-json", str(path), "--epoch-s", "CR=2"]) == 0
-    slower = capsys.readouterr().out.strip().splitlines()
-    h = [float(line.split()[-1]) for line in plain[-2:]]
-    assert h[0] == pytest.approx(4 * h[1], rel=2e-3)  # k=4 packed 4x faster (table rounds to 0.01 h)
-    assert float(slower[-2].split()[-1]) > h[0]
+    (slower, _, _), = _estimates(capsys.readouterr().out.splitlines())
+    assert slower > plain
     with pytest.raises(SystemExit):
         main(["--from-json", str(path), "--epoch-s", "XX=1"])

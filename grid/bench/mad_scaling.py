@@ -86,18 +86,43 @@ def full_suite_serial_s(epoch_s_by_task: dict[str, float], epochs: int = 200) ->
 
 
 def print_report(report: dict) -> None:
+    """Two estimates per k. By suite wall time: the 36 short runs' speed-up over the first k, start-up
+    of each run included. By epoch times: k runs at once, each at the per-epoch time it had while
+    sharing the GPU, i.e. the steady state of long runs (the last wave of a pass may hold fewer than
+    k runs, so this one leans optimistic)."""
     ref = report["rows"][0]
     serial = full_suite_serial_s(ref["epoch_s_by_task"])
     n_gpu = report["n_gpu"]
     print(f"\narch={report['arch']} epochs measured={report['epochs']} GPUs={n_gpu}")
-    print("k  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. full suite (h, no early stop)")
+    print("est. = full suite in hours on the GPUs above, no early stopping")
+    print("k  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. (suite wall)  "
+          "epoch-rate speed-up  est. (epoch times)")
     for row in report["rows"]:
         speed = ref["suite_wall_s"] / row["suite_wall_s"]
         row["speedup_vs_first"] = speed
         row["est_full_suite_h"] = serial / speed / 3600 / n_gpu
+        packed = full_suite_serial_s(row["epoch_s_by_task"]) / row["k"]
+        row["epoch_rate_speedup_vs_first"] = serial / packed
+        row["est_full_suite_h_epoch_times"] = packed / 3600 / n_gpu
         print(f"{row['k']:<2} {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
-              f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:.2f}")
+              f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:>17.2f}  "
+              f"{row['epoch_rate_speedup_vs_first']:>19.2f}  {row['est_full_suite_h_epoch_times']:>18.2f}")
     report["serial_full_suite_h_at_first_k"] = serial / 3600
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several saved ones (e.g. k=1 from one GPU session, k=2,4,8 from another)."""
+    keys = {(r["arch"], r["epochs"], r["n_gpu"]) for r in reports}
+    if len(keys) != 1:
+        raise ValueError(f"reports measure different things (arch, epochs, n_gpu): {sorted(keys)}")
+    rows = sorted((row for r in reports for row in r["rows"]), key=lambda row: row["k"])
+    ks = [row["k"] for row in rows]
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"the same k appears in more than one report: {ks}")
+    merged = {**reports[0], "rows": rows}
+    if len(reports) > 1:
+        merged["provenance_per_k"] = {row["k"]: r.get("provenance") for r in reports for row in r["rows"]}
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,13 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
-    p.add_argument("--from-json", default=None, help="print the table and estimate of a saved report; run nothing")
+    p.add_argument("--from-json", nargs="+", default=None, metavar="REPORT",
+                   help="print the table and estimates of saved reports (several: their k's merged, the smallest "
+                        "k is the reference); run nothing")
     p.add_argument("--epoch-s", nargs="*", default=[], metavar="TASK=S",
-                   help="with --from-json: replace a task's epoch time (e.g. CR=2.19 when a saved mean carries "
-                        "a one-off kernel compile)")
+                   help="with --from-json: replace a task's epoch time at the reference (smallest) k (e.g. CR=2.19 "
+                        "when a saved mean carries a one-off kernel compile)")
     args = p.parse_args(argv)
     if args.from_json:
-        report = json.loads(Path(args.from_json).read_text())
+        try:
+            report = merge_reports([json.loads(Path(f).read_text()) for f in args.from_json])
+        except ValueError as exc:
+            p.error(str(exc))
         for item in args.epoch_s:
             task, _, secs = item.partition("=")
             if task not in report["rows"][0]["epoch_s_by_task"] or not secs:
@@ -127,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     from evals.mad.run import main as mad_main  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "rows": []}
+    from grid.env import provenance  # noqa: PLC0415
+
+    report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "provenance": provenance(), "rows": []}
     for k in args.k:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
         cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),

@@ -22,6 +22,7 @@ class BenchRow:
     backend: str
     status: str
     detail: str = ""
+    autotune: str = "full"  # Triton's kernel-config choice: full (tuned) or first (untuned, a lower bound)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -31,15 +32,18 @@ def bench_mixer(name: str, d_model: int = 1024, seq_len: int = 2048, tokens: int
                 iters: int = 10, backend: str = "fused", kwargs: dict | None = None) -> BenchRow:
     import torch  # noqa: PLC0415
 
+    from grid.models import autotune as policy  # noqa: PLC0415
     from grid.models.mixers._common import first  # noqa: PLC0415
     from grid.models.registry import build_mixer, get_mixer  # noqa: PLC0415
 
     spec = get_mixer(name)
+    autotune = policy.mode()  # build_mixer installs it from LINGRID_AUTOTUNE; the row says which it was
     batch = max(1, tokens // seq_len)
     try:
         layer = build_mixer(spec, d_model, 0, spec.resolve_kwargs(kwargs), backend).cuda()
     except Exception as exc:  # noqa: BLE001
-        return BenchRow(name, seq_len, batch, None, None, None, None, backend, "UNAVAILABLE", str(exc)[:300])
+        return BenchRow(name, seq_len, batch, None, None, None, None, backend, "UNAVAILABLE", str(exc)[:300],
+                        autotune)
     params = sum(p.numel() for p in layer.parameters())
     x = torch.randn(batch, seq_len, d_model, device="cuda", requires_grad=True)
 
@@ -61,9 +65,9 @@ def bench_mixer(name: str, d_model: int = 1024, seq_len: int = 2048, tokens: int
         torch.cuda.synchronize()
     except Exception as exc:  # noqa: BLE001
         msg = traceback.format_exception_only(exc)[-1].strip()[:300]
-        return BenchRow(name, seq_len, batch, None, None, None, params, backend, "ERROR", msg)
+        return BenchRow(name, seq_len, batch, None, None, None, params, backend, "ERROR", msg, autotune)
     ms = start.elapsed_time(end) / iters
     peak = torch.cuda.max_memory_allocated() / 2**30
     layer = x = None  # free the GPU memory before the next mixer
     torch.cuda.empty_cache()
-    return BenchRow(name, seq_len, batch, batch * seq_len / (ms / 1e3), ms, peak, params, backend, "ok")
+    return BenchRow(name, seq_len, batch, batch * seq_len / (ms / 1e3), ms, peak, params, backend, "ok", "", autotune)

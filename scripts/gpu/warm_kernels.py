@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="one process per (mixer, sequence length) of `grid bench mixers`")
     b.add_argument("--mixers", nargs="*")
     b.add_argument("--seq-lens", type=int, nargs="*", default=[2048, 8192])
+    b.add_argument("--autotune", choices=("full", "first"), default="full",
+                   help="the policy the timed `grid bench mixers --autotune` run will use (first: compile one config)")
     for q in (lm, b):
         q.add_argument("--jobs", type=int, default=os.cpu_count() or 4)
         q.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
         names = args.mixers or [s.name for s in all_mixers() if s.fused is not None]
         jobs = [(f"{m} T={T}", [sys.executable, "-m", "grid", "bench", "mixers", "--mixers", m, "--seq-lens", str(T),
-                                "--warmup", "1", "--iters", "1"]) for m in names for T in args.seq_lens]
+                                "--warmup", "1", "--iters", "1", "--autotune", args.autotune])
+                for m in names for T in args.seq_lens]
     print(f"[warm] {len(jobs)} job(s), {args.jobs} at a time", flush=True)
     if args.dry_run:
         print("\n".join(label for label, _ in jobs))

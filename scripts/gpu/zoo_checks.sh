@@ -6,7 +6,8 @@
 # benchmark then autotunes and times one mixer at a time on a quiet GPU. Everything lands in
 # OUTDIR/zoo.tar.gz as well (a device call returns only a few files: fetch that one).
 #   scripts/gpu/zoo_checks.sh OUTDIR [MIXER ...]      (JOBS=8 warm-up processes by default;
-#   PARITY_ONLY=1 skips the benchmark; BUDGET_S=500 stops every step by then, archive kept)
+#   PARITY_ONLY=1 skips the benchmark; BUDGET_S=500 stops every step by then, archive kept;
+#   BENCH_AUTOTUNE=first times the first kernel config that runs: untuned, recorded per row)
 set -u
 start=$SECONDS
 # run a step within what is left of BUDGET_S (no limit without it): a killed script would leave
@@ -26,12 +27,14 @@ done
 pack() { tar -C "$out" -czf "$out/zoo.tar.gz" --exclude zoo.tar.gz . ; }
 trap pack EXIT
 if [ -z "${PARITY_ONLY:-}" ]; then
-  lim python3 scripts/gpu/warm_kernels.py bench --mixers "${mixers[@]}" --jobs "${JOBS:-8}" > "$out/warm-bench.txt" 2>&1
+  lim python3 scripts/gpu/warm_kernels.py bench --mixers "${mixers[@]}" --jobs "${JOBS:-8}" \
+    --autotune "${BENCH_AUTOTUNE:-full}" > "$out/warm-bench.txt" 2>&1
 fi
 wait
 cat "$out"/parity-*.jsonl > "$out/parity.jsonl" 2>/dev/null
 pack
 if [ -z "${PARITY_ONLY:-}" ]; then
   lim python3 -m grid bench mixers --mixers "${mixers[@]}" --json "$out/bench.json" --markdown \
+    --autotune "${BENCH_AUTOTUNE:-full}" \
     > "$out/bench.txt" 2> "$out/bench.log"
 fi
