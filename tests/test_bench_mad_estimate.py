@@ -30,7 +30,7 @@ def _report(path, k, wall, epoch_s, **extra):
 def _estimates(lines):
     """(est. by suite wall, epoch-rate speed-up, est. by epoch times) of the table's k rows."""
     rows = [line.split() for line in lines if line.split() and line.split()[0].isdigit()]
-    return [(float(r[5]), float(r[6]), float(r[7])) for r in rows]
+    return [(float(r[6]), float(r[7]), float(r[8])) for r in rows]
 
 
 def test_from_json_merges_reports_and_estimates_from_wall_time_and_epoch_times(tmp_path, capsys):
@@ -52,6 +52,10 @@ def test_from_json_refuses_reports_of_different_runs(tmp_path):
         main(["--from-json", str(one), str(other)])
     with pytest.raises(SystemExit):  # the same k twice
         main(["--from-json", str(one), str(one)])
+    graphed = tmp_path / "c.json"  # the same k with CUDA graphs is another row, after the eager one
+    graphed.write_text(json.dumps({**json.loads(one.read_text()), "rows": [
+        {**json.loads(one.read_text())["rows"][0], "cuda_graph": "on", "suite_wall_s": 10.0}]}))
+    assert main(["--from-json", str(graphed), str(one)]) == 0
 
 
 def test_from_json_with_an_epoch_time_replaced(tmp_path, capsys):

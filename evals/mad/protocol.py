@@ -71,6 +71,9 @@ class MADRunConfig(BaseModel):
         None, gt=0, description="smoke runs only: train on the first N examples (a different protocol: recorded, "
                                 "and scoring never mixes it with full runs)")
     eval_train: bool = Field(False, description="also evaluate the selected epoch's weights on the train set")
+    cuda_graph: bool = Field(True, description="replay each training step from a captured CUDA graph on GPU "
+                                               "(grid/train/graphed.py; same kernels, launch cost removed); CPU "
+                                               "ignores it. Rows record the replays and any fallback reason")
 
     @field_validator("setting", "model", mode="before")
     @classmethod
@@ -223,7 +226,8 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     result = train(model, optimizer, schedule, get_batch, mad_loss, max_steps=cfg.epochs * spe,
                    evaluate=evaluate, eval_every=spe, precision=cfg.precision, should_stop=should_stop,
                    on_eval=on_eval, checkpointer=checkpointer,
-                   ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0, sync_every=spe)
+                   ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0, sync_every=spe,
+                   cuda_graph=cfg.cuda_graph)
 
     out: dict[str, Any] = {
         "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
@@ -234,7 +238,8 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
         "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,
         "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
-        "error": result.diverged_reason,
+        "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
+        "cuda_graph_fallback": result.graph_fallback,
     }
     history = result.history
     nan_eval = bool(history) and not _finite(history[-1]["test_loss"])

@@ -2,7 +2,7 @@
 
 Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
 --data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
---address, --force, --backend, --autotune. The command generates missing data, runs every (setting, lr, wd)
+--address, --force, --backend, --autotune, --cuda-graph. The command generates missing data, runs every (setting, lr, wd)
 trial that has no ok row in the results store yet, and ends by printing the MAD table.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
 # protocol fields that do not change a run's result (where files live, how they are read)
-NOT_HASHED = ("data_root", "num_workers", "device")
+NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph")
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
@@ -45,6 +45,10 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                    help="fla kernel configs: first (default) = the first that compiles, one compile per kernel "
                         "(results do not depend on it; MAD's width-128 runs are launch-bound); full = Triton times "
                         "every candidate (minutes per kernel in each fresh worker). Recorded in every row")
+    p.add_argument("--cuda-graph", choices=("on", "off"), default="on",
+                   help="on (default): after 3 eager warm-up steps, each GPU training step is replayed from a captured "
+                        "CUDA graph (same kernels; removes the Python launch cost that bounds MAD's small models); "
+                        "CPU runs ignore it. Rows record the replays (cuda_graph_replays) and any fallback")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
     return p
@@ -64,7 +68,8 @@ def make_trials(args, settings) -> list:
                 cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend,
                                    model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
                                    max_train_examples=args.max_train_examples,
-                                   data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers)
+                                   data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
+                                   cuda_graph=args.cuda_graph == "on")
                 config = cfg.model_dump(mode="json")
                 hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
                 trials.append(TrialSpec(

@@ -28,10 +28,14 @@ Contract
   timing marks such as the trainer's steady-state throughput window.
 * precision 'bf16' autocasts to bfloat16 on CUDA only; on CPU training is fp32 (recorded in
   `TrainResult.precision`).
+* `cuda_graph=True` (CUDA only; CPU runs ignore it) replays the step from a captured CUDA graph
+  after a few eager warm-up steps (grid.train.graphed); `TrainResult.graph_replays` counts the
+  graph steps and `graph_fallback` says why they stopped or never started.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -42,6 +46,7 @@ import torch
 import torch.nn as nn
 
 from grid.train.checkpoint import FORMAT, Checkpointer, plain, rng_state, set_rng_state
+from grid.train.graphed import set_lr
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -60,6 +65,8 @@ class TrainResult:
     min_loss: float | None = None
     precision: str = "fp32"
     resumed_from: int | None = None  # step of the checkpoint this process started from
+    graph_replays: int = 0  # steps that ran as a replayed CUDA graph (cuda_graph=True)
+    graph_fallback: str | None = None  # why the steps stayed eager although cuda_graph=True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,9 +85,9 @@ class _LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def autocast_ctx(device: torch.device, precision: str):
+def autocast_ctx(device: torch.device, precision: str, cache: bool = True):
     if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -103,6 +110,25 @@ def _split(x: torch.Tensor, y: torch.Tensor, k: int) -> list[tuple[torch.Tensor,
     if n < k:
         raise ValueError(f"grad_accum={k} is larger than the batch ({n} rows)")
     return [(xc, yc, xc.shape[0] / n) for xc, yc in zip(x.tensor_split(k), y.tensor_split(k))]
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, *,
+                   grad_accum: int, grad_clip: float | None, device: torch.device, precision: str,
+                   set_to_none: bool = True, autocast_cache: bool = True) -> torch.Tensor:
+    """One optimizer step on the batch (x, y): forward, backward (accumulated over micro-batches),
+    clipping, update. Returns the batch's mean loss as a detached device tensor (no host sync)."""
+    optimizer.zero_grad(set_to_none=set_to_none)
+    total = None
+    for xc, yc, w in _split(x, y, grad_accum):
+        with autocast_ctx(device, precision, cache=autocast_cache):
+            loss = loss_fn(model, xc, yc)
+        (loss * w if w != 1.0 else loss).backward()
+        part = loss.detach().float() * w
+        total = part if total is None else total + part
+    if grad_clip is not None and grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return total
 
 
 def train(
@@ -129,6 +155,7 @@ def train(
     sync_every: int = 1,
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    cuda_graph: bool = False,
 ) -> TrainResult:
     """Train `model` for up to `max_steps` optimizer steps. See the module docstring for the contract."""
     if max_steps < 0 or grad_accum < 1 or sync_every < 1:
@@ -153,6 +180,14 @@ def train(
 
     if st.stopped_early or st.step >= max_steps:
         return result()
+
+    step_fn = functools.partial(optimizer_step, model, optimizer, loss_fn, grad_accum=grad_accum,
+                                grad_clip=grad_clip, device=device, precision=prec)
+    graphed = None
+    if cuda_graph and device.type == "cuda":  # CPU runs stay eager (recorded: graph_replays 0)
+        from grid.train.graphed import GraphedStep  # noqa: PLC0415
+
+        graphed = GraphedStep(step_fn, model, optimizer, device)
 
     t0 = time.perf_counter()
     pending: list[tuple[int, torch.Tensor]] = []  # (step index, device loss) not yet read back
@@ -185,22 +220,11 @@ def train(
         step = st.step
         if lr_schedule is not None:
             lr = lr_schedule(step)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
+            set_lr(optimizer, lr)
         x, y = get_batch(step)
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        total = None
-        for xc, yc, w in _split(x, y, grad_accum):
-            with autocast_ctx(device, prec):
-                loss = loss_fn(model, xc, yc)
-            (loss * w if w != 1.0 else loss).backward()
-            part = loss.detach().float() * w
-            total = part if total is None else total + part
-        if grad_clip is not None and grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        total = graphed(x, y) if graphed is not None else step_fn(x, y)
         pending.append((step, total))
         st.step += 1
         st.tokens_seen += x.numel()
@@ -240,9 +264,10 @@ def train(
         if stop:
             break
     st.wall_s += time.perf_counter() - t0
-    if status == "diverged":
-        return result("diverged", bad[0], bad[1])
-    return result()
+    res = result("diverged", bad[0], bad[1]) if status == "diverged" else result()
+    if graphed is not None:
+        res.graph_replays, res.graph_fallback = graphed.replays, graphed.fallback_reason
+    return res
 
 
 def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, st: _LoopState, wall_s: float) -> dict[str, Any]:

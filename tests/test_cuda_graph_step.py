@@ -1,0 +1,71 @@
+"""CUDA-graphed training steps (grid/train/graphed.py): CPU-side rules here, GPU parity when a GPU is present."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from grid.train import build_adamw, train
+from grid.train.graphed import GraphedStep, make_capturable, set_lr
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Embedding(8, 4), torch.nn.Flatten(), torch.nn.Linear(12, 8))
+
+
+def _loss(model, x, y):
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
+def test_capturable_optimizer_gets_a_tensor_lr_that_set_lr_fills_in_place():
+    model = _tiny()
+    opt = build_adamw(model, 1e-3, 0.1)
+    make_capturable(opt, torch.device("cpu"))
+    lr = opt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and opt.param_groups[0]["capturable"] is True
+    set_lr(opt, 5e-4)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(5e-4)  # the same tensor
+    plain = build_adamw(_tiny(), 1e-3)
+    set_lr(plain, 2e-3)
+    assert plain.param_groups[0]["lr"] == 2e-3
+
+
+def test_optimizer_without_capturable_option_is_refused():
+    with pytest.raises(ValueError, match="cannot be captured"):
+        make_capturable(torch.optim.SGD(_tiny().parameters(), lr=0.1), torch.device("cpu"))
+
+
+def test_graphed_step_needs_a_cuda_device():
+    model = _tiny()
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        GraphedStep(lambda x, y: None, model, build_adamw(model, 1e-3), torch.device("cpu"))
+
+
+def test_cpu_training_ignores_cuda_graph_and_says_so():
+    x, y = torch.randint(0, 8, (16, 3)), torch.randint(0, 8, (16,))
+    runs = []
+    for graph in (False, True):
+        model = _tiny()
+        res = train(model, build_adamw(model, 1e-2), None, lambda s: (x, y), _loss, max_steps=5, cuda_graph=graph)
+        runs.append((res, [p.detach().clone() for p in model.parameters()]))
+    (eager, pe), (graphed, pg) = runs
+    assert graphed.graph_replays == 0 and graphed.graph_fallback is None
+    assert all(torch.equal(a, b) for a, b in zip(pe, pg))  # the same eager steps
+
+
+def _gpu_check():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "check_cuda_graph.py"
+    spec = importlib.util.spec_from_file_location("check_cuda_graph", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mixer", ["attention", "gla"])
+def test_graphed_training_matches_eager_training_on_the_gpu(mixer):
+    row = _gpu_check().check(mixer)
+    assert row["ok"], row
