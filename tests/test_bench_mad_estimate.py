@@ -67,3 +67,19 @@ def test_from_json_with_an_epoch_time_replaced(tmp_path, capsys):
     assert slower > plain
     with pytest.raises(SystemExit):
         main(["--from-json", str(path), "--epoch-s", "XX=1"])
+
+
+def test_like_copies_one_tasks_epoch_time_to_another_in_every_row(tmp_path, capsys):
+    rows = [json.loads(_report(tmp_path / f"k{k}.json", k, 100.0 / k, 1.0).read_text())["rows"][0] for k in (1, 4)]
+    for row in rows:
+        row["epoch_s_by_task"]["CR"] = 50.0  # a compile-laden median
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps({"arch": "gla", "epochs": 2, "n_gpu": 1, "rows": rows}))
+    assert main(["--from-json", str(path), "--like", "CR=NR"]) == 0
+    fixed = _estimates(capsys.readouterr().out.splitlines())
+    clean = _report(tmp_path / "clean.json", 1, 100.0, 1.0)
+    assert main(["--from-json", str(clean)]) == 0
+    (ref,) = _estimates(capsys.readouterr().out.splitlines())
+    assert fixed[0][2] == pytest.approx(ref[2])  # as if CR had cost what NR costs
+    with pytest.raises(SystemExit):
+        main(["--from-json", str(path), "--like", "CR=XX"])

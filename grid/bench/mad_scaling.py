@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epoch-s", nargs="*", default=[], metavar="TASK=S",
                    help="with --from-json: replace a task's epoch time at the reference (smallest) k (e.g. CR=2.19 "
                         "when a saved mean carries a one-off kernel compile)")
+    p.add_argument("--like", nargs="*", default=[], metavar="TASK=OTHER",
+                   help="with --from-json: use OTHER's epoch time for TASK in every row (e.g. CR=NR: same length and "
+                        "example counts, while CR's runs came first and paid each fresh worker's kernel compile)")
     args = p.parse_args(argv)
     if args.from_json:
         try:
@@ -153,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"--epoch-s {item!r}: expected TASK=SECONDS with TASK one of "
                         f"{sorted(report['rows'][0]['epoch_s_by_task'])}")
             report["rows"][0]["epoch_s_by_task"][task] = float(secs)
+        for item in args.like:
+            task, _, other = item.partition("=")
+            known = report["rows"][0]["epoch_s_by_task"]
+            if task not in known or other not in known:
+                p.error(f"--like {item!r}: expected TASK=OTHER with both in {sorted(known)}")
+            for row in report["rows"]:
+                row["epoch_s_by_task"][task] = row["epoch_s_by_task"][other]
         print_report(report)
         return 0
 

@@ -3,9 +3,9 @@
 For each mixer: the MAD LM backbone (width 128, 2 mixer + 2 SwiGLU layers, vocab 16, sequences of
 128, batch 128, bf16 autocast, fused AdamW, MAD's per-epoch cosine, clipping on to exercise it)
 trains for `epochs` epochs of 8 full batches plus one short batch (the short one runs eagerly in
-graph mode), once eagerly and once with `cuda_graph=True`, from the same weights on the same
-batches. Prints the largest per-step loss difference, the largest relative parameter difference
-after training, the replay count, and ms per step (eager vs graph, timed over a further 200 steps
+graph mode), twice eagerly (the run-to-run noise floor) and once with `cuda_graph=True`, from the
+same weights on the same batches. Prints the largest per-step loss difference, the largest relative
+parameter difference after training (graph vs eager, and eager vs eager), the replay count, and ms per step (eager vs graph, timed over a further 200 steps
 of full batches). Exit status 1 if any mixer differs by more than the tolerance.
 
     python scripts/gpu/check_cuda_graph.py [--mixers attention gla ...] [--json OUT]
@@ -61,7 +61,18 @@ def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200) -> float
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-def check(mixer: str) -> dict:
+def _loss_diff(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) / max(abs(x), 1e-6) for x, y in zip(a, b))
+
+
+def _param_diff(m1, m2) -> tuple[float, str]:
+    p1, p2 = dict(m1.named_parameters()), dict(m2.named_parameters())
+    diffs = {k: ((p1[k] - p2[k]).norm() / p1[k].norm().clamp_min(1e-12)).item() for k in p1}
+    worst = max(diffs, key=diffs.get)
+    return diffs[worst], worst
+
+
+def check(mixer: str, timing: bool = True) -> dict:
     import torch
 
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -71,17 +82,23 @@ def check(mixer: str) -> dict:
     batches = [*full, short]  # one epoch = 9 steps
     steps = 3 * len(batches)
     init, m_eager, l_eager, r_eager = _train(mixer, None, batches, False, steps, len(batches))
+    _, m_again, l_again, _ = _train(mixer, init, batches, False, steps, len(batches))  # the noise floor
     _, m_graph, l_graph, r_graph = _train(mixer, init, batches, True, steps, len(batches))
-    loss_diff = max(abs(a - b) / max(abs(a), 1e-6) for a, b in zip(l_eager, l_graph))
-    pe, pg = dict(m_eager.named_parameters()), dict(m_graph.named_parameters())
-    param_diff = max(((pe[k] - pg[k]).norm() / pe[k].norm().clamp_min(1e-12)).item() for k in pe)
+    loss_diff, noise_loss = _loss_diff(l_eager, l_graph), _loss_diff(l_eager, l_again)
+    (param_diff, worst), (noise_param, _) = _param_diff(m_eager, m_graph), _param_diff(m_eager, m_again)
     row = {"mixer": mixer, "steps": steps, "graph_replays": r_graph.graph_replays,
            "graph_fallback": r_graph.graph_fallback, "max_rel_loss_diff": loss_diff,
-           "max_rel_param_diff": param_diff, "final_loss_eager": l_eager[-1], "final_loss_graph": l_graph[-1]}
+           "max_rel_param_diff": param_diff, "worst_param": worst,
+           "eager_vs_eager_loss_diff": noise_loss, "eager_vs_eager_param_diff": noise_param,
+           "final_loss_eager": l_eager[-1], "final_loss_graph": l_graph[-1]}
+    # Adam turns tiny gradient differences into full-size updates of near-zero entries, so parameters
+    # drift apart even between two eager runs when kernels accumulate in a varying order: the graph
+    # passes when it stays within the tolerance or within 3x what a second eager run differs by
     row["ok"] = (r_graph.graph_fallback is None and r_graph.graph_replays > 0 and len(l_eager) == len(l_graph)
-                 and loss_diff <= LOSS_TOL and param_diff <= PARAM_TOL)
-    row["ms_per_step_eager"] = _ms_per_step(mixer, full[0], False)
-    row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True)
+                 and loss_diff <= max(LOSS_TOL, 3 * noise_loss) and param_diff <= max(PARAM_TOL, 3 * noise_param))
+    if timing:
+        row["ms_per_step_eager"] = _ms_per_step(mixer, full[0], False)
+        row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True)
     return row
 
 
@@ -89,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mixers", nargs="+", default=["attention", "gla"])
     p.add_argument("--json", default=None)
+    p.add_argument("--no-timing", action="store_true", help="parity only (e.g. while other work shares the GPU)")
     args = p.parse_args(argv)
     rows = []
     for mixer in args.mixers:
         try:
-            rows.append(check(mixer))
+            rows.append(check(mixer, timing=not args.no_timing))
         except Exception as exc:  # noqa: BLE001 - one mixer's failure is a row, not the end of the run
             rows.append({"mixer": mixer, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         print(json.dumps(rows[-1]), flush=True)
