@@ -191,7 +191,7 @@ def train(
 
     t0 = time.perf_counter()
     pending: list[tuple[int, torch.Tensor]] = []  # (step index, device loss) not yet read back
-    lr = lr_schedule(st.step) if lr_schedule is not None else optimizer.param_groups[0]["lr"]
+    lr = lr_schedule(st.step) if lr_schedule is not None else float(optimizer.param_groups[0]["lr"])  # may be a tensor
 
     def flush() -> tuple[int, str] | None:
         """Read pending losses back; the first bad one ends training."""

@@ -2,11 +2,12 @@
 
 For each mixer: the MAD LM backbone (width 128, 2 mixer + 2 SwiGLU layers, vocab 16, sequences of
 128, batch 128, bf16 autocast, fused AdamW, MAD's per-epoch cosine, clipping on to exercise it)
-trains for `epochs` epochs of 8 full batches plus one short batch (the short one runs eagerly in
-graph mode), twice eagerly (the run-to-run noise floor) and once with `cuda_graph=True`, from the
-same weights on the same batches. Prints the largest per-step loss difference, the largest relative
-parameter difference after training (graph vs eager, and eager vs eager), the replay count, and ms per step (eager vs graph, timed over a further 200 steps
-of full batches). Exit status 1 if any mixer differs by more than the tolerance.
+trains 3 epochs of 8 full batches plus one short batch (which runs eagerly in graph mode): twice
+eagerly (the run-to-run noise floor) and once with `cuda_graph=True`, from the same weights on the
+same batches. Prints the largest per-step loss difference and the largest relative parameter
+difference after training (graph vs eager, and eager vs eager), the replay count, and ms per step
+(eager vs graph, over a further 200 steps of full batches; `--no-timing` skips that). Exit status 1
+if any mixer differs by more than the tolerance.
 
     python scripts/gpu/check_cuda_graph.py [--mixers attention gla ...] [--json OUT]
 """
