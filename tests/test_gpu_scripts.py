@@ -1,9 +1,11 @@
-"""The GPU-host helper scripts list the right jobs without a GPU (--dry-run)."""
+"""The GPU-host helper scripts without a GPU: job lists (--dry-run) and the LM-vs-benchmark estimate."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM = ROOT / "scripts" / "gpu" / "warm_kernels.py"
@@ -29,3 +31,22 @@ def test_bench_warm_up_has_one_job_per_mixer_and_length():
 
 def test_zoo_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu" / "zoo_checks.sh")]).returncode == 0
+
+
+def test_lm_vs_mixer_estimate_charges_each_layer_at_benchmark_speed():
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("lvm", ROOT / "scripts" / "lm_vs_mixer_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # transformer: 1 s per token, of which 2 attention layers at benchmark speed take 2 x 1/8 s
+    lm = pd.DataFrame({"mixer": ["attention", "gla", "attention"], "compiled": [False, False, True],
+                       "tokens_per_s": [1.0, 0.5, 9.0]})
+    out = mod.allowed(lm, {"attention": 8.0, "gla": 2.0}, n_layers=2)
+    # non-mixer cost 1 - 2/8 = 0.75 s; gla allowed 1 / (0.75 + 2/2) = 1/1.75 tokens/s; the compiled row is ignored
+    assert out.to_dict("records") == [{"mixer": "gla", "lm_tokens_per_s": 0.5, "allowed_tokens_per_s": 1 / 1.75,
+                                       "ratio": 0.5 * 1.75}]
+    with pytest.raises(ValueError, match="eager transformer"):
+        mod.allowed(lm[lm.mixer == "gla"], {"gla": 2.0}, n_layers=2)
