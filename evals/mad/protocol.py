@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from typing import Any, Literal
 
@@ -161,6 +162,28 @@ def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[st
     }
 
 
+_SETUP_LOCK = threading.Lock()
+
+
+def _setup(cfg: MADRunConfig, setting, device: torch.device):
+    """Seed, load the data onto the device, build the backbone: (model, model config, train, test)."""
+    from evals.mad.backbones import build_backbone  # noqa: PLC0415
+    from evals.mad.data import ensure_data, load_split  # noqa: PLC0415
+
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as mad-lab
+    ensure_data(setting, cfg.data_root)
+    splits = {s: load_split(setting, cfg.data_root, s) for s in ("train", "test")}
+    if cfg.max_train_examples is not None:
+        splits["train"] = tuple(a[: cfg.max_train_examples] for a in splits["train"])
+    train, test = [(torch.from_numpy(np.ascontiguousarray(x)).to(device),
+                    torch.from_numpy(np.ascontiguousarray(y)).to(device)) for x, y in (splits["train"], splits["test"])]
+    width = int(train[0].shape[1])
+    mcfg = cfg.model_cfg(width)
+    return build_backbone(mcfg, setting.code, width).to(device), mcfg, train, test
+
+
 def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpointer=None,
             ckpt_every_epochs: int = 1) -> dict[str, Any]:
     """Train and evaluate one MAD run; returns a flat dict of metrics (always with `status`).
@@ -168,28 +191,16 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     `checkpointer` (grid.train.checkpoint: save/load) makes the run resumable: it is restored at
     start and saved every `ckpt_every_epochs` epochs. `eval_train` weights are not checkpointed.
     """
-    from evals.mad.backbones import build_backbone, mad_loss  # noqa: PLC0415
-    from evals.mad.data import ensure_data, load_split  # noqa: PLC0415
+    from evals.mad.backbones import mad_loss  # noqa: PLC0415
 
     cfg = config if isinstance(config, MADRunConfig) else MADRunConfig.model_validate(config)
     setting = cfg.mad_setting()
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
-    seed_everything(cfg.seed)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # as mad-lab
-
-    ensure_data(setting, cfg.data_root)
-    splits = {s: load_split(setting, cfg.data_root, s) for s in ("train", "test")}
-    if cfg.max_train_examples is not None:
-        splits["train"] = tuple(a[: cfg.max_train_examples] for a in splits["train"])
-    (xtr, ytr), (xte, yte) = [(torch.from_numpy(np.ascontiguousarray(x)).to(device),
-                               torch.from_numpy(np.ascontiguousarray(y)).to(device))
-                              for x, y in (splits["train"], splits["test"])]
-    width = int(xtr.shape[1])
-    mcfg = cfg.model_cfg(width)
-    model = build_backbone(mcfg, setting.code, width).to(device)
+    with _SETUP_LOCK:  # packed runs share the process: global seeding + init must not interleave
+        model, mcfg, (xtr, ytr), (xte, yte) = _setup(cfg, setting, device)
     n_params = sum(p.numel() for p in model.parameters())
+
 
     n_train, bs = int(xtr.shape[0]), cfg.batch_size
     spe = math.ceil(n_train / bs)

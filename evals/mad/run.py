@@ -2,7 +2,7 @@
 
 Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
 --data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
---address, --force, --backend, --autotune, --cuda-graph. The command generates missing data, runs every (setting, lr, wd)
+--address, --force, --backend, --autotune, --cuda-graph, --pack. The command generates missing data, runs every (setting, lr, wd)
 trial that has no ok row in the results store yet, and ends by printing the MAD table.
 """
 from __future__ import annotations
@@ -49,9 +49,44 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                    help="on (default): after 3 eager warm-up steps, each GPU training step is replayed from a captured "
                         "CUDA graph (same kernels; removes the Python launch cost that bounds MAD's small models); "
                         "CPU runs ignore it. Rows record the replays (cuda_graph_replays) and any fallback")
+    p.add_argument("--pack", default="auto", type=_pack_arg,
+                   help="runs per Ray trial, trained at once by threads of one process on their own CUDA streams "
+                        "(processes that share a GPU are time-sliced, threads overlap their kernels). auto "
+                        "(default): the lr x wd runs of one setting together on GPU, 1 on CPU. Each run still gets "
+                        "its own row; --n-tasks-gpu counts these trials per GPU")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
     return p
+
+
+def _pack_arg(value: str) -> str | int:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--pack must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def pack_size(args) -> int:
+    if args.pack == "auto":
+        return len(args.lrs) * len(args.wds) if args.gpus_found > 0 else 1
+    return int(args.pack)
+
+
+def pack_by_setting(trials: list, size: int, resources) -> list:
+    """Packs of up to `size` runs of one setting (same data, same batch order), in the given order."""
+    from grid.run.pack import make_pack  # noqa: PLC0415
+
+    if size <= 1:
+        return list(trials)
+    groups: dict[tuple, list] = {}
+    for t in trials:
+        groups.setdefault((t.columns["task"], t.columns["setting"]), []).append(t)
+    return [make_pack(g[i:i + size], resources=resources) for g in groups.values() for i in range(0, len(g), size)]
 
 
 def make_trials(args, settings) -> list:
@@ -158,6 +193,13 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
     trials = make_trials(args, settings)
+    size = pack_size(args)
+    if size > 1:
+        from grid.run.resources import trial_resources  # noqa: PLC0415
+
+        trials = pack_by_setting(trials, size, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1))
+        print(f"{sum(len(t.members) or 1 for t in trials)} runs in {len(trials)} Ray trials of up to {size} runs "
+              f"(--pack), {args.n_tasks_gpu} trial(s) per GPU", flush=True)
     cpus = os.cpu_count() or 2
     summary = run_trials(trials, store=ResultsStore(args.results), experiment=f"mad-{args.model_id}",
                          storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,

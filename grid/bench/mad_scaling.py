@@ -69,7 +69,8 @@ class GPUSampler:
         return [max(s[i][1] for s in self.samples if len(s) == n) for i in range(n)]
 
 
-RUN_COLUMNS = ["task", "setting", "lr", "wd", "status", "epochs_run", "wall_s", "train_wall_s", "gpu_index"]
+RUN_COLUMNS = ["task", "setting", "lr", "wd", "status", "epochs_run", "wall_s", "train_wall_s", "gpu_index", "acc", "loss",
+               "train_loss_last", "cuda_graph_replays", "cuda_graph_fallback", "error"]
 
 
 def batches_per_epoch(s, batch_size: int = 128) -> int:
@@ -95,16 +96,16 @@ def print_report(report: dict) -> None:
     n_gpu = report["n_gpu"]
     print(f"\narch={report['arch']} epochs measured={report['epochs']} GPUs={n_gpu}")
     print("est. = full suite in hours on the GPUs above, no early stopping")
-    print("k  graph  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. (suite wall)  "
+    print("k  pack  graph  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. (suite wall)  "
           "epoch-rate speed-up  est. (epoch times)")
     for row in report["rows"]:
         speed = ref["suite_wall_s"] / row["suite_wall_s"]
         row["speedup_vs_first"] = speed
         row["est_full_suite_h"] = serial / speed / 3600 / n_gpu
-        packed = full_suite_serial_s(row["epoch_s_by_task"]) / row["k"]
+        packed = full_suite_serial_s(row["epoch_s_by_task"]) / (row["k"] * row.get("pack", 1))
         row["epoch_rate_speedup_vs_first"] = serial / packed
         row["est_full_suite_h_epoch_times"] = packed / 3600 / n_gpu
-        print(f"{row['k']:<2} {row.get('cuda_graph', 'off'):<5}  {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
+        print(f"{row['k']:<2} {row.get('pack', 1):<4}  {row.get('cuda_graph', 'off'):<5}  {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
               f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:>17.2f}  "
               f"{row['epoch_rate_speedup_vs_first']:>19.2f}  {row['est_full_suite_h_epoch_times']:>18.2f}")
     report["serial_full_suite_h_at_first_k"] = serial / 3600
@@ -116,13 +117,16 @@ def merge_reports(reports: list[dict]) -> dict:
     keys = {(r["arch"], r["epochs"], r["n_gpu"]) for r in reports}
     if len(keys) != 1:
         raise ValueError(f"reports measure different things (arch, epochs, n_gpu): {sorted(keys)}")
-    rows = sorted((row for r in reports for row in r["rows"]), key=lambda row: (row["k"], row.get("cuda_graph", "off")))
-    ks = [(row["k"], row.get("cuda_graph", "off")) for row in rows]  # reports before --cuda-graph were eager
+    def what(row):  # reports before --cuda-graph were eager, before --pack unpacked
+        return row["k"] * row.get("pack", 1), row["k"], row.get("cuda_graph", "off"), row.get("pack", 1)
+
+    rows = sorted((row for r in reports for row in r["rows"]), key=what)
+    ks = [what(row) for row in rows]
     if len(set(ks)) != len(ks):
-        raise ValueError(f"the same (k, cuda_graph) appears in more than one report: {ks}")
+        raise ValueError(f"the same (k, cuda_graph, pack) appears in more than one report: {ks}")
     merged = {**reports[0], "rows": rows}
     if len(reports) > 1:
-        merged["provenance_per_k"] = {row["k"]: r.get("provenance") for r in reports for row in r["rows"]}
+        merged["provenance_per_row"] = [r.get("provenance") for r in reports for _ in r["rows"]]
     return merged
 
 
@@ -132,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8], help="runs per GPU to try")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--cuda-graph", choices=("on", "off"), default="on", help="passed to the MAD runs (recorded per k)")
+    p.add_argument("--pack", type=int, default=1,
+                   help="runs per Ray trial (threads of one process; passed to the MAD runs, recorded per row). "
+                        "Runs at once per GPU = k x pack")
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
@@ -176,13 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
         cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
                "--n-tasks-gpu", str(k), "--results", str(work / "results"), "--ray-tmp-path", str(work / "ray"),
-               "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph]
+               "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph, "--pack", str(args.pack)]
         t0 = time.perf_counter()
         with GPUSampler() as gpu:
             rc = mad_main(cmd, default_arch=args.arch)
         wall = time.perf_counter() - t0
         df = ResultsStore(work / "results").query("SELECT * FROM results WHERE suite='mad'")
-        row = {"k": k, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
+        row = {"k": k, "pack": args.pack, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
                "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
                "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in df.groupby("task")},

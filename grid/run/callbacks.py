@@ -110,7 +110,21 @@ class StoreCallback(Callback):
             payload.update(status="error", error="the trial finished without reporting its final result "
                                                  "(the trial function returned early through Tune?)")
         self._write_curve(spec, trial)
-        self._write(spec, payload, attempt=trial.num_failures + 1)
+        self._write_all(spec, payload, attempt=trial.num_failures + 1)
+
+    def _write_all(self, spec, payload: dict[str, Any], attempt: int | None) -> None:
+        """The trial's row, or for a pack one row per member (its own payload, or the pack's error)."""
+        if not spec.members:
+            self._write(spec, payload, attempt=attempt)
+            return
+        by_key = {r.get("trial_key"): r for r in payload.get("members") or [] if isinstance(r, dict)}
+        for member in spec.members:
+            row = by_key.get(member.trial_key)
+            if row is None:
+                row = {k: v for k, v in payload.items() if k != "members"}
+                if row.get("status", "ok") != "error":
+                    row.update(status="error", error="the pack finished without a row for this member")
+            self._write(member, row, attempt=attempt)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:
@@ -136,7 +150,7 @@ class StoreCallback(Callback):
                 payload["wall_s"] = (_dt.datetime.now(_dt.timezone.utc) - t0).total_seconds()
             except ValueError:
                 pass
-        self._write(spec, payload, attempt=max(trial.num_failures, 1))
+        self._write_all(spec, payload, attempt=max(trial.num_failures, 1))
 
     @staticmethod
     def _error_text(trial) -> str:

@@ -44,6 +44,7 @@ from typing import Any, Iterable, Sequence
 
 from grid.keys import content_hash
 from grid.results.schema import STATUSES, check_name
+from grid.run.pack import leaves, make_pack
 from grid.run.spec import TrialSpec
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,24 @@ def _dedupe_input(trials: Iterable[TrialSpec]) -> list[TrialSpec]:
         elif _spec_hash(prev) != _spec_hash(t):
             raise ValueError(f"trial_key {t.trial_key!r} appears twice with different specs "
                              f"({prev.suite}/{prev.grid} vs {t.suite}/{t.grid}); trial keys must be unique in one run")
+    owner: dict[str, str] = {}
+    for t in seen.values():
+        for leaf in leaves(t):
+            if leaf.trial_key in owner:
+                raise ValueError(f"trial {leaf.trial_key!r} is in more than one pack or also on its own "
+                                 f"({owner[leaf.trial_key]} and {t.trial_key}); each trial may run once")
+            owner[leaf.trial_key] = t.trial_key
     return list(seen.values())
+
+
+def _not_done(t: TrialSpec, done: set[str]) -> TrialSpec | None:
+    """What of `t` still has to run: None, `t`, or for a pack a smaller pack of its unfinished members."""
+    if not t.members:
+        return None if t.trial_key in done else t
+    left = [m for m in t.members if m.trial_key not in done]
+    if not left:
+        return None
+    return t if len(left) == len(t.members) else make_pack(left, resources=t.resources)
 
 
 def _init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None, ray_init_kwargs: dict[str, Any] | None) -> bool:
@@ -289,24 +307,29 @@ def run_trials(
         raise ValueError(f"max_concurrent must be an int >= 1 or None, got {max_concurrent!r}")
     trials = _dedupe_input(trials)
     storage_dir = Path(storage_dir).resolve()
-    requested = {t.trial_key: _spec_hash(t) for t in trials}
 
-    # 1. dedup against the store, per suite/grid partition
+    # 1. dedup against the store, per suite/grid partition (per member for packs)
     done: dict[tuple[str, str], set[str]] = {}
     todo: list[TrialSpec] = []
     for t in trials:
         part = (t.suite, t.grid)
         if part not in done:
             done[part] = set() if force else store.trial_keys(status=list(skip_statuses), suite=t.suite, grid=t.grid)
-        if t.trial_key not in done[part]:
-            todo.append(t)
-    n_skipped = len(trials) - len(todo)
+        left = _not_done(t, done[part])
+        if left is not None:
+            todo.append(left)
+    n_total = sum(len(leaves(t)) for t in trials)
+    todo_keys = [leaf.trial_key for t in todo for leaf in leaves(t)]
+    n_skipped = n_total - len(todo_keys)
+    # what an experiment to restore may hold: the trials asked for, and the smaller packs made just now
+    requested = {t.trial_key: _spec_hash(t) for t in [*trials, *todo]}
     if progress:
         what = "/".join(sorted(set(skip_statuses)))
-        print(f"[{experiment}] {len(trials)} trial(s): {n_skipped} already {what} in {store.root} (skipped), "
-              f"{len(todo)} to run", file=sys.stderr, flush=True)
+        packed = f" in {len(todo)} pack(s)" if any(t.members for t in todo) else ""
+        print(f"[{experiment}] {n_total} trial(s): {n_skipped} already {what} in {store.root} (skipped), "
+              f"{len(todo_keys)} to run{packed}", file=sys.stderr, flush=True)
     if not todo:
-        return RunSummary(len(trials), n_skipped, 0, 0, None)
+        return RunSummary(n_total, n_skipped, 0, 0, None)
 
     # 2. Ray
     started = _init_ray(address, num_cpus, num_gpus, ray_init_kwargs)
@@ -334,7 +357,8 @@ def run_trials(
                 key = (r.config or {}).get("trial", {}).get("trial_key")
                 if key and r.error is None and (r.metrics or {}).get("done"):
                     finished_in_tune.add(key)
-            again = [t for t in todo if t.trial_key not in statuses and t.trial_key in finished_in_tune]
+            again = [t for t in todo if t.trial_key in finished_in_tune
+                     and any(leaf.trial_key not in statuses for leaf in leaves(t))]
             if again:
                 if progress:
                     print(f"[{experiment}] {len(again)} trial(s) are finished in the restored experiment but have "
@@ -350,10 +374,10 @@ def run_trials(
 
             ray.shutdown()
 
-    mine = {t.trial_key: statuses[t.trial_key] for t in todo if t.trial_key in statuses}
-    missing = [t.trial_key for t in todo if t.trial_key not in mine]
+    mine = {k: statuses[k] for k in todo_keys if k in statuses}
+    missing = [k for k in todo_keys if k not in mine]
     summary = RunSummary(
-        n_total=len(trials),
+        n_total=n_total,
         n_skipped=n_skipped,
         n_ok=sum(1 for s in mine.values() if s == "ok"),
         n_failed=sum(1 for s in mine.values() if s == "error"),

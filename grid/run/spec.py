@@ -52,6 +52,8 @@ class TrialSpec(BaseModel):
     config: dict[str, Any] = Field(description="the full resolved config: everything that can change the result")
     columns: dict[str, Any] = Field(default_factory=dict, description="descriptive store columns (model_id, mixer, task, setting, lr, wd, seed, ...)")
     resources: Resources = Field(default_factory=Resources)
+    members: list[TrialSpec] = Field(default_factory=list, description="a pack: member trials that run together in "
+                                     "this one trial and get one row each (grid/run/pack.py: make_pack)")
 
     @field_validator("trial_key", "suite", "grid")
     @classmethod
@@ -92,6 +94,19 @@ class TrialSpec(BaseModel):
                 infer_type(name, value)
         return self
 
+    @model_validator(mode="after")
+    def _members_ok(self) -> "TrialSpec":
+        keys = [m.trial_key for m in self.members]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"pack {self.trial_key}: a member trial_key appears twice: {keys}")
+        for m in self.members:
+            if m.members:
+                raise ValueError(f"pack {self.trial_key}: member {m.trial_key} is itself a pack (packs do not nest)")
+            if (m.suite, m.grid) != (self.suite, self.grid):
+                raise ValueError(f"pack {self.trial_key}: member {m.trial_key} is in {m.suite}/{m.grid}, the pack in "
+                                 f"{self.suite}/{self.grid} (a pack holds trials of one suite and grid)")
+        return self
+
     @property
     def config_json(self) -> str:
         return canonical_json(self.config)
@@ -128,3 +143,6 @@ def make_trial(
         columns=dict(columns or {}),
         resources=resources,
     )
+
+
+TrialSpec.model_rebuild()  # `members` refers to the class itself

@@ -125,7 +125,7 @@ class TrialContext:
         return self._restored
 
 
-def _utcnow_iso() -> str:
+def utcnow_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
@@ -137,7 +137,7 @@ def lingrid_trial(config: dict[str, Any]) -> None:
     from grid.run.spec import TrialSpec
 
     t0 = time.time()
-    started_at = _utcnow_iso()
+    started_at = utcnow_iso()
     spec = TrialSpec.from_json(config[TRIAL_KEY][SPEC_KEY])
     gpu_index = os.environ.get("CUDA_VISIBLE_DEVICES") if spec.resources.gpu > 0 else None
     prov = dict(provenance())
@@ -147,8 +147,22 @@ def lingrid_trial(config: dict[str, Any]) -> None:
     # reported first so an attempt that crashes still leaves provenance and gpu_index for its error row
     tune.report({START_KEY: True, PROV_KEY: _json(head)})
 
-    fn = import_string(spec.trainable)
+    if spec.members:  # a pack: one thread per member, one row per member (grid/run/pack.py)
+        from grid.run.pack import pack_status, run_members
+
+        rows = run_members(spec, head)
+        tune.report({FINAL_KEY: True, "status": pack_status(rows), "wall_s": time.time() - t0,
+                     ROW_KEY: _json({"members": rows})})
+        return
     ctx = TrialContext(spec, gpu_index)
+    row = finish_row(spec, ctx, head, t0)
+    flat = {k: v for k, v in row["metrics"].items() if isinstance(v, (int, float, str, bool))}
+    tune.report({**flat, FINAL_KEY: True, "status": row["status"], "wall_s": row["wall_s"], ROW_KEY: _json(row)})
+
+
+def finish_row(spec, ctx, head: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Call the trial function of `spec` with `ctx`; the store-row payload of its outcome."""
+    fn = import_string(spec.trainable)
     returned = fn(spec.config, ctx)
     if returned is not None and not isinstance(returned, dict):
         raise TypeError(f"trial function {spec.trainable} must return a dict of final metrics or None, got {type(returned).__name__}")
@@ -158,13 +172,11 @@ def lingrid_trial(config: dict[str, Any]) -> None:
         raise ValueError(f"trial function {spec.trainable} returned status={status!r}; allowed: {list(FN_STATUSES)} (raise for errors)")
     message = returned.pop("error", None)
     metrics = {**ctx.last_metrics, **_clean_metrics(returned, f"return value of {spec.trainable}")}
-    row = {
+    return {
         **head,
         "status": status,
         "error": None if message is None else str(message),
         "wall_s": time.time() - t0,
-        "finished_at": _utcnow_iso(),
+        "finished_at": utcnow_iso(),
         "metrics": metrics,
     }
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-    tune.report({**flat, FINAL_KEY: True, "status": status, "wall_s": row["wall_s"], ROW_KEY: _json(row)})

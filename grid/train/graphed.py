@@ -16,15 +16,25 @@ How:
   tensors that the graph reads.
 * nothing is silent: if the capture fails (a kernel that waits on the host, say), every later step
   runs eagerly and `fallback_reason` says why; `replays` counts the steps that ran as a graph.
+* threads: several runs may train in one process, one thread and one CUDA stream each (packed
+  trials, grid/run/pack.py), so that their small kernels overlap on the GPU. Everything that is not
+  a replay (warm-up steps, the capture, eager steps, and the loop's evaluations) holds
+  `EAGER_LOCK`, and captures use CUDA's thread-local capture mode: a capture never overlaps
+  another thread's eager work or Triton autotuning, only other threads' replays and batch copies.
 Numerics: the eager step's kernels in the eager step's order; inside the graph autocast's cache
 of bf16 weight copies is off, so the casts are recomputed (same values).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+
+
+# held by every thread for GPU work that is not a graph replay (see the module docstring)
+EAGER_LOCK = threading.RLock()
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -67,7 +77,8 @@ class GraphedStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.graph is None and self.fallback_reason is None and self.eager_steps >= self.warmup:
-            self._capture(x, y)
+            with EAGER_LOCK:
+                self._capture(x, y)
         if self.graph is not None and x.shape == self.static_x.shape and y.shape == self.static_y.shape \
                 and x.dtype == self.static_x.dtype and y.dtype == self.static_y.dtype:
             self.static_x.copy_(x, non_blocking=True)
@@ -75,7 +86,8 @@ class GraphedStep:
             self.graph.replay()
             self.replays += 1
             return self.static_loss.clone()
-        return self._eager(x, y)
+        with EAGER_LOCK:
+            return self._eager(x, y)
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.eager_steps += 1
@@ -96,7 +108,7 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's memory
         torch.cuda.synchronize(self.device)
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.static_loss = self.step_fn(self.static_x, self.static_y, autocast_cache=False)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly, say why
             self.fallback_reason = (f"CUDA graph capture failed after {self.eager_steps} eager steps, eager from "

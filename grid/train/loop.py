@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from grid.train.checkpoint import FORMAT, Checkpointer, plain, rng_state, set_rng_state
-from grid.train.graphed import set_lr
+from grid.train.graphed import EAGER_LOCK, set_lr
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -246,7 +246,7 @@ def train(
         stop = False
         if eval_due:
             model.eval()
-            with torch.no_grad(), autocast_ctx(device, prec):
+            with EAGER_LOCK, torch.no_grad(), autocast_ctx(device, prec):  # packed runs: see graphed.py
                 metrics = evaluate(st.step)
             model.train()
             record = {"step": st.step,

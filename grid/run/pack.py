@@ -1,0 +1,122 @@
+"""Packed trials: several member trials run at once inside one Ray trial, one thread each.
+
+Why: a MAD run (width 128) keeps an H100 busy a few percent of the time even with CUDA graphs, so
+runs share a GPU. Separate processes on one GPU are time-sliced (no MPS on the workers): their
+kernels take turns. Threads of one process share one CUDA context, so kernels that the members
+launch on their own CUDA streams run side by side (docs/gpu.md has the measurements).
+
+* `make_pack(members)` builds the pack: a TrialSpec whose `members` are ordinary TrialSpecs of one
+  suite and grid; its trial_key is derived from the member keys. The pack never gets a row of its
+  own: the store gets one row per member, exactly the row the member would get alone.
+* The runner deduplicates per member: a resubmitted pack runs only the members that have no done
+  row yet (grid/run/runner.py).
+* On the worker, `run_members` starts one thread per member with its own CUDA stream (when torch
+  sees a GPU), calls the member's trial function with a `MemberContext`, and returns one row
+  payload per member. A member that raises gets an error row with its traceback; the others go on.
+  If the whole process dies, Tune retries the pack (members are not checkpointed).
+* Trial functions must be thread-safe to be packed: MAD's seeds and builds its model under a lock,
+  and the training loop serialises everything that is not a CUDA-graph replay
+  (grid/train/graphed.py, EAGER_LOCK).
+* `MemberContext.report` keeps the latest metrics for the final row; intermediate reports do not
+  go to Tune (its session belongs to the trial's main thread), and there is no checkpoint to
+  restore (`checkpoint_dir()` is None).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any
+
+from grid.keys import content_hash
+
+PACK_TRAINABLE = "grid.run.pack:run_members"
+
+
+def make_pack(members: list, *, resources=None):
+    """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial."""
+    from grid.run.spec import TrialSpec  # noqa: PLC0415
+
+    if not members:
+        raise ValueError("a pack needs at least one member trial")
+    keys = [m.trial_key for m in members]
+    first = members[0]
+    return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
+                     trainable=PACK_TRAINABLE, config={"members": keys},
+                     resources=resources if resources is not None else first.resources, members=list(members))
+
+
+def leaves(spec) -> list:
+    """The trials that get rows: the members of a pack, or the trial itself."""
+    return list(spec.members) if spec.members else [spec]
+
+
+class MemberContext:
+    """The TrialContext of one packed member (see the module docstring for what differs)."""
+
+    def __init__(self, spec, gpu_index: str | None):
+        self.spec, self.trial_key, self.config, self.gpu_index = spec, spec.trial_key, spec.config, gpu_index
+        self.last_metrics: dict[str, Any] = {}
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir=None) -> None:
+        from grid.run.trainable import _clean_metrics  # noqa: PLC0415
+
+        self.last_metrics.update(_clean_metrics(metrics, "ctx.report()"))
+
+    def checkpoint_dir(self) -> None:
+        return None
+
+
+def _member_stream():
+    """A fresh CUDA stream context for this thread when torch is loaded and sees a GPU, else a no-op."""
+    import contextlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch  # noqa: PLC0415
+        except ImportError:
+            return contextlib.nullcontext()
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream())
+
+
+def run_members(spec, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run every member of the pack `spec` in its own thread; one row payload per member, in order."""
+    from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
+
+    rows: list[dict[str, Any] | None] = [None] * len(spec.members)
+
+    def one(i: int, member) -> None:
+        t0, started = time.time(), utcnow_iso()
+        mhead = {**head, "started_at": started, "trial_key": member.trial_key}
+        ctx = MemberContext(member, head.get("gpu_index"))
+        try:
+            with _member_stream():
+                rows[i] = finish_row(member, ctx, mhead, t0)
+        except BaseException as exc:  # noqa: BLE001 - one member's failure must not take the pack down
+            rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
+                       "metrics": dict(ctx.last_metrics),
+                       "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+    threads = [threading.Thread(target=one, args=(i, m), name=f"member-{m.trial_key}", daemon=True)
+               for i, m in enumerate(spec.members)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [r for r in rows if r is not None]
+
+
+def pack_status(rows: list[dict[str, Any]]) -> str:
+    """One status for the progress line: error if any member failed, else ok if all are ok."""
+    statuses = [r.get("status") for r in rows]
+    if "error" in statuses or not statuses:
+        return "error"
+    return "ok" if all(s == "ok" for s in statuses) else next(s for s in statuses if s != "ok")
+
+
+def pack_key_of(keys: list[str]) -> str:
+    return f"pack-{content_hash(sorted(keys), length=16)}"
