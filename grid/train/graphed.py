@@ -108,7 +108,9 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's memory
         torch.cuda.synchronize(self.device)
         try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            # captured on this step's own stream: cuBLAS keys its workspace by (handle, stream), and
+            # graphs captured on one shared stream would share it (a race when packed runs replay at once)
+            with torch.cuda.graph(graph, stream=self._side, capture_error_mode="thread_local"):
                 self.static_loss = self.step_fn(self.static_x, self.static_y, autocast_cache=False)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly, say why
             self.fallback_reason = (f"CUDA graph capture failed after {self.eager_steps} eager steps, eager from "

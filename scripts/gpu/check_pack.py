@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solo", choices=("on", "off"), default="on", help="off: packs only (no comparison)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    faulthandler.enable()  # a crash prints every thread's Python stack
 
     from evals.mad.data import ensure_all
     from evals.mad.protocol import MADRunConfig, run_mad

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
-from grid.models.mixers._common import RMSNorm, rotary
+from grid.models.mixers._common import ROPE_TABLE_POSITIONS, RMSNorm, rope_table, rotary
 from grid.models.registry import MixerSpec, register
 
 
@@ -48,6 +48,10 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim)
             self.k_norm = RMSNorm(self.head_dim)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        if rope_theta is not None:  # lookup table, not saved in checkpoints (see rotary)
+            cos, sin = rope_table(ROPE_TABLE_POSITIONS, self.head_dim, rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape
@@ -57,7 +61,8 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope_theta is not None:
-            q, k = rotary(q, self.rope_theta), rotary(k, self.rope_theta)
+            table = (self.rope_cos, self.rope_sin)
+            q, k = rotary(q, self.rope_theta, table=table), rotary(k, self.rope_theta, table=table)
         if self.impl == "sdpa" and _flash_ok(q):
             from flash_attn import flash_attn_func  # noqa: PLC0415
 
