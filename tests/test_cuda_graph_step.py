@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from grid.train import build_adamw, train
-from grid.train.graphed import GraphedStep, make_capturable, set_lr
+from grid.train.graphed import GraphedCall, GraphedStep, make_capturable, set_lr
 
 
 def _tiny():
@@ -69,3 +69,27 @@ def _gpu_check():
 def test_graphed_training_matches_eager_training_on_the_gpu(mixer):
     row = _gpu_check().check(mixer)
     assert row["ok"], row
+
+
+def test_graphed_call_needs_a_cuda_device():
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GraphedCall(lambda x, y: x, torch.device("cpu"))
+
+
+@pytest.mark.gpu
+def test_graphed_evaluation_replays_current_weights_and_runs_odd_shapes_eagerly():
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4).to(dev)
+    call = GraphedCall(lambda x, y: (model(x) * y).sum(0), dev)
+    x, y = torch.randn(16, 8, device=dev), torch.randn(16, 4, device=dev)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        outs = [call(x, y) for _ in range(3)]  # eager, capture + replay, replay
+        assert (call.eager_calls, call.replays, call.fallback_reason) == (1, 2, None)
+        assert all(torch.equal(outs[0], o) for o in outs[1:])
+        model.weight.add_(1.0)  # an optimizer step between evaluations: the graph must see it
+        after = call(x, y)
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            assert torch.equal(after, (model(x) * y).sum(0))
+        odd = call(x[:5], y[:5])  # another shape: eager, same math
+        assert call.eager_calls == 2 and torch.equal(odd, (model(x[:5]) * y[:5]).sum(0))

@@ -56,7 +56,7 @@ def test_macro_accuracy_hand_cases():
 
 def test_metrics_batch_weighting_micro_and_ppl():
     V = 4
-    m = MADMetrics(V)
+    m = MADMetrics()
     # batch 1 (2 rows): targets [[0,1],[1,-100]], preds [[0,1],[2,3]] -> classes 0:1/1, 1:1/2, 2: predicted only -> 0
     m.update(onehot_logits([[0, 1], [2, 3]], V), torch.tensor([[0, 1], [1, -100]]))
     a1 = (1 + 0.5 + 0) / 3
@@ -66,7 +66,7 @@ def test_metrics_batch_weighting_micro_and_ppl():
     assert out["acc"] == pytest.approx((2 * a1 + 1 * 1.0) / 3)
     assert out["acc_micro"] == pytest.approx(4 / 5)
     assert out["n_targets"] == 5
-    u = MADMetrics(V)  # uniform logits: CE = log V, ppl = V
+    u = MADMetrics()  # uniform logits: CE = log V, ppl = V
     u.update(torch.zeros(3, 2, V), torch.tensor([[0, 1], [2, -100], [3, 3]]))
     assert u.compute()["loss"] == pytest.approx(math.log(V)) and u.compute()["ppl"] == pytest.approx(V)
 
@@ -136,7 +136,7 @@ def test_early_stop_at_0999(tmp_path, monkeypatch):
     accs = iter([0.5, 0.9991, 0.2])
     ppls = iter([3.0, 2.0, 1.0])
 
-    def fake_eval(model, x, y, bs):
+    def fake_eval(model, x, y, bs, row_fn=None):
         return {"acc": next(accs), "acc_micro": 0.5, "ppl": next(ppls), "loss": 0.1}
 
     monkeypatch.setattr(protocol, "evaluate_split", fake_eval)

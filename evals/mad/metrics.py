@@ -45,30 +45,39 @@ def batch_macro_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes
     return ((recall * present).sum() / present.sum().clamp(min=1)).float()
 
 
+@torch.no_grad()
+def batch_row(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """One batch's contribution to the split sums (a float64 [7] tensor, no host sync): weighted macro
+    accuracy, weight, weighted loss, weighted perplexity, weight of batches with targets, correct, valid.
+    Logits [B, ..., V], targets [B, ...]; the batch's weight is its size B."""
+    w = float(targets.shape[0])
+    num_classes = logits.shape[-1]
+    logits = logits.float().reshape(-1, num_classes)
+    targets = targets.reshape(-1)
+    valid = targets != ignore_index
+    n_valid = valid.sum()
+    ce_sum = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
+    preds = logits.argmax(-1)
+    acc = batch_macro_accuracy(preds, targets, num_classes, ignore_index)
+    correct = ((preds == targets) & valid).sum()
+    has = (n_valid > 0).double()
+    loss = ce_sum.double() / n_valid.clamp(min=1).double()
+    return torch.stack([acc.double() * w, has * 0 + w, loss * has * w, loss.exp() * has * w, has * w,
+                        correct.double(), n_valid.double()])
+
+
 class MADMetrics:
     """Accumulates per-batch metrics of one split; `compute()` returns python floats."""
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        # running sums: [w*acc, w, w*loss, w*ppl, w (batches with targets), correct, valid]
-        self._sums: torch.Tensor | None = None
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
+        self.ignore_index = ignore_index
+        self._sums: torch.Tensor | None = None  # running sum of batch_row()s
 
-    @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add one batch: logits [B, ..., V], targets [B, ...]; its weight is the batch size B."""
-        w = float(targets.shape[0])
-        logits = logits.float().reshape(-1, logits.shape[-1])
-        targets = targets.reshape(-1)
-        valid = targets != self.ignore_index
-        n_valid = valid.sum()
-        ce_sum = F.cross_entropy(logits, targets, ignore_index=self.ignore_index, reduction="sum")
-        preds = logits.argmax(-1)
-        acc = batch_macro_accuracy(preds, targets, self.num_classes, self.ignore_index)
-        correct = ((preds == targets) & valid).sum()
-        has = (n_valid > 0).double()
-        loss = ce_sum.double() / n_valid.clamp(min=1).double()
-        row = torch.stack([acc.double() * w, has * 0 + w, loss * has * w, loss.exp() * has * w, has * w,
-                           correct.double(), n_valid.double()])
+        self.add(batch_row(logits, targets, self.ignore_index))
+
+    def add(self, row: torch.Tensor) -> None:
         self._sums = row if self._sums is None else self._sums + row
 
     def compute(self) -> dict[str, float]:
@@ -80,12 +89,14 @@ class MADMetrics:
                 "acc_micro": correct / valid if valid else nan, "n_targets": int(valid)}
 
 
-def evaluate_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Metrics of `model` over (inputs, targets) in order, in batches of `batch_size` (no shuffle, no drop)."""
-    m = None
+def evaluate_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                     row_fn=None) -> dict[str, float]:
+    """Metrics of `model` over (inputs, targets) in order, in batches of `batch_size` (no shuffle, no drop).
+    `row_fn(x, y)` computes a batch's row (default: batch_row(model(x), y); MAD passes a CUDA-graphed one)."""
+    m = MADMetrics()
     for i in range(0, inputs.shape[0], batch_size):
-        logits = model(inputs[i:i + batch_size])
-        if m is None:
-            m = MADMetrics(logits.shape[-1])
-        m.update(logits, targets[i:i + batch_size])
+        x, y = inputs[i:i + batch_size], targets[i:i + batch_size]
+        m.add(row_fn(x, y) if row_fn is not None else batch_row(model(x), y))
+    if m._sums is None:
+        raise ValueError("no batch was added")
     return m.compute()

@@ -72,9 +72,10 @@ class MADRunConfig(BaseModel):
         None, gt=0, description="smoke runs only: train on the first N examples (a different protocol: recorded, "
                                 "and scoring never mixes it with full runs)")
     eval_train: bool = Field(False, description="also evaluate the selected epoch's weights on the train set")
-    cuda_graph: bool = Field(True, description="replay each training step from a captured CUDA graph on GPU "
-                                               "(grid/train/graphed.py; same kernels, launch cost removed); CPU "
-                                               "ignores it. Rows record the replays and any fallback reason")
+    cuda_graph: bool = Field(True, description="replay each training step and each evaluation batch from captured "
+                                               "CUDA graphs on GPU (grid/train/graphed.py; same kernels, launch "
+                                               "cost removed); CPU ignores it. Rows record the replays and any "
+                                               "fallback reason")
 
     @field_validator("setting", "model", mode="before")
     @classmethod
@@ -133,11 +134,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def evaluate_split(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
+def evaluate_split(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                   row_fn=None) -> dict[str, float]:
     """acc (macro per batch, batch-weighted), acc_micro, loss, ppl of `model` on one split."""
     from evals.mad.metrics import evaluate_batches  # noqa: PLC0415
 
-    return evaluate_batches(model, inputs, targets, batch_size)
+    return evaluate_batches(model, inputs, targets, batch_size, row_fn=row_fn)
 
 
 def _finite(x: Any) -> bool:
@@ -216,8 +218,15 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         idx = perm_cache[epoch][i * bs:(i + 1) * bs]
         return xtr[idx], ytr[idx]
 
+    graphed_eval = None
+    if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
+        from evals.mad.metrics import batch_row  # noqa: PLC0415
+        from grid.train.graphed import GraphedCall  # noqa: PLC0415
+
+        graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
+
     def evaluate(step: int) -> dict[str, Any]:
-        m = evaluate_split(model, xte, yte, bs)
+        m = evaluate_split(model, xte, yte, bs, row_fn=graphed_eval)
         return {"epoch": step // spe - 1, "test_acc": m["acc"], "test_acc_micro": m["acc_micro"],
                 "test_ppl": m["ppl"], "test_loss": m["loss"]}
 
@@ -251,6 +260,8 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
         "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
         "cuda_graph_fallback": result.graph_fallback,
+        "eval_graph_replays": graphed_eval.replays if graphed_eval is not None else 0,
+        "eval_graph_fallback": graphed_eval.fallback_reason if graphed_eval is not None else None,
     }
     history = result.history
     nan_eval = bool(history) and not _finite(history[-1]["test_loss"])

@@ -119,3 +119,67 @@ class GraphedStep:
             torch.cuda.synchronize(self.device)
             return
         self.graph = graph
+
+
+class GraphedCall:
+    """`fn(x, y) -> tensor` without backward (an evaluation batch), replayed from a CUDA graph.
+
+    The first call with a new shape runs eagerly on a side stream (kernels compile there); the next
+    call with that same shape is captured and replayed, and so is every later one. A call of another
+    shape (a smaller last batch) runs eagerly. Autocast stays as the caller set it, without the
+    weight-cast cache (a cached cast would freeze the weights into the graph). Replays return a
+    clone. If the capture fails, every call runs eagerly and `fallback_reason` says why.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device):
+        if device.type != "cuda":
+            raise ValueError(f"GraphedCall needs a CUDA device (got {device})")
+        self.fn, self.device = fn, device
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.fallback_reason: str | None = None
+        self.replays = self.eager_calls = 0
+        self._seen: set[tuple] = set()
+        self._side = torch.cuda.Stream(device)
+
+    @staticmethod
+    def _key(x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return tuple(x.shape), x.dtype, tuple(y.shape), y.dtype
+
+    def _autocast(self):
+        dtype = torch.get_autocast_dtype("cuda")
+        return torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        key = self._key(x, y)
+        with EAGER_LOCK:
+            if self.graph is None and self.fallback_reason is None and key in self._seen:
+                self._capture(x, y)
+            if self.graph is not None and key == self._graph_key:
+                self.static_x.copy_(x, non_blocking=True)
+                self.static_y.copy_(y, non_blocking=True)
+                self.graph.replay()
+                self.replays += 1
+                return self.out.clone()
+            self.eager_calls += 1
+            self._seen.add(key)
+            main = torch.cuda.current_stream(self.device)
+            self._side.wait_stream(main)
+            with torch.cuda.stream(self._side), self._autocast():
+                out = self.fn(x, y)
+            main.wait_stream(self._side)
+            out.record_stream(main)
+            return out
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.static_x, self.static_y, self._graph_key = x.clone(), y.clone(), self._key(x, y)
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.device)
+        try:
+            with torch.cuda.graph(graph, stream=self._side, capture_error_mode="thread_local"), self._autocast():
+                self.out = self.fn(self.static_x, self.static_y)
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly, say why
+            self.fallback_reason = (f"CUDA graph capture failed, eager from here on: {type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:240]}")
+            torch.cuda.synchronize(self.device)
+            return
+        self.graph = graph
