@@ -83,6 +83,8 @@ class MADMetrics:
     def compute(self) -> dict[str, float]:
         if self._sums is None:
             raise ValueError("no batch was added")
+        if self._sums.is_cuda:  # wait with the GIL released (packed runs: other threads keep launching)
+            torch.cuda.current_stream(self._sums.device).synchronize()
         acc_w, w, loss_w, ppl_w, wl, correct, valid = self._sums.cpu().tolist()
         nan = float("nan")
         return {"acc": acc_w / w, "loss": loss_w / wl if wl else nan, "ppl": ppl_w / wl if wl else nan,

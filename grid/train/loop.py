@@ -197,6 +197,8 @@ def train(
         """Read pending losses back; the first bad one ends training."""
         if not pending:
             return None
+        if device.type == "cuda":  # wait with the GIL released: packed runs' threads keep launching meanwhile
+            torch.cuda.current_stream(device).synchronize()
         values = torch.stack([v for _, v in pending]).float().cpu().tolist()
         steps = [s for s, _ in pending]
         pending.clear()
