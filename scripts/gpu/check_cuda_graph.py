@@ -6,7 +6,8 @@ trains 3 epochs of 8 full batches plus one short batch (which runs eagerly in gr
 eagerly (the run-to-run noise floor) and once with `cuda_graph=True`, from the same weights on the
 same batches. Prints the largest per-step loss difference and the largest relative parameter
 difference after training (graph vs eager, and eager vs eager), the replay count, and ms per step
-(eager vs graph, over a further 200 steps of full batches; `--no-timing` skips that). Exit status 1
+(eager vs graph, over a further 200 steps of full batches) and the GPU kernel time per graphed step
+(torch.profiler; the wall time above it is host time); `--no-timing` skips the timings. Exit status 1
 if any mixer differs by more than the tolerance.
 
     python scripts/gpu/check_cuda_graph.py [--mixers attention gla ...] [--json OUT]
@@ -62,6 +63,31 @@ def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200) -> float
     return (time.perf_counter() - t0) / steps * 1e3
 
 
+def _kernel_ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 50) -> tuple[float, float, list]:
+    """GPU kernel time per step (torch.profiler, summed over kernels; wall above it is host-bound
+    time), kernels per step, and the top kernels' ms per step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from evals.mad.backbones import mad_loss, mad_model_config
+    from grid.models import build_model
+    from grid.train import build_adamw, train
+
+    model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
+    opt = build_adamw(model, 1e-3, 0.0)
+    kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
+    train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        train(model, opt, None, lambda s: batch, mad_loss, max_steps=steps, **kw)
+        torch.cuda.synchronize()
+    per = {e.key: (getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)) / 1e3 / steps
+           for e in prof.key_averages() if e.key}
+    n_kernels = sum(e.count for e in prof.key_averages() if e.key) / steps
+    top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
+    return sum(per.values()), n_kernels, [[k[:100], round(v, 4)] for k, v in top]
+
+
 def _loss_diff(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / max(abs(x), 1e-6) for x, y in zip(a, b))
 
@@ -100,6 +126,8 @@ def check(mixer: str, timing: bool = True) -> dict:
     if timing:
         row["ms_per_step_eager"] = _ms_per_step(mixer, full[0], False)
         row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True)
+        (row["gpu_kernel_ms_per_step_graph"], row["kernels_per_step_graph"],
+         row["top_kernels_ms_per_step_graph"]) = _kernel_ms_per_step(mixer, full[0], True)
     return row
 
 
