@@ -41,10 +41,12 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--results", default="benchmark/results", help="parquet results store")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
-    p.add_argument("--autotune", choices=("first", "full"), default="first",
-                   help="fla kernel configs: first (default) = the first that compiles, one compile per kernel "
-                        "(results do not depend on it; MAD's width-128 runs are launch-bound); full = Triton times "
-                        "every candidate (minutes per kernel in each fresh worker). Recorded in every row")
+    p.add_argument("--autotune", choices=("first", "full"), default="full",
+                   help="fla kernel configs: full (default) = Triton times every candidate once per kernel and "
+                        "shape (minutes in a fresh worker; fla caches the choice on disk for later workers); "
+                        "first = the first config that compiles (results do not depend on it, but on an H100 "
+                        "gla's chunk_gla_bwd_kernel_dv took 1.43 ms per MAD step with it and 0.11 ms tuned: "
+                        "docs/gpu.md). Recorded in every row")
     p.add_argument("--cuda-graph", choices=("on", "off"), default="on",
                    help="on (default): after 3 eager warm-up steps, each GPU training step is replayed from a captured "
                         "CUDA graph (same kernels; removes the Python launch cost that bounds MAD's small models); "

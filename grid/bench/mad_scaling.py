@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=int, default=1,
                    help="runs per Ray trial (threads of one process; passed to the MAD runs, recorded per row). "
                         "Runs at once per GPU = k x pack")
+    p.add_argument("--autotune", choices=("first", "full"), default="full", help="passed to the MAD runs (recorded)")
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
@@ -183,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
         cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
                "--n-tasks-gpu", str(k), "--results", str(work / "results"), "--ray-tmp-path", str(work / "ray"),
-               "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph, "--pack", str(args.pack)]
+               "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph, "--pack", str(args.pack),
+               "--autotune", args.autotune]
         t0 = time.perf_counter()
         with GPUSampler() as gpu:
             rc = mad_main(cmd, default_arch=args.arch)
         wall = time.perf_counter() - t0
         df = ResultsStore(work / "results").query("SELECT * FROM results WHERE suite='mad'")
-        row = {"k": k, "pack": args.pack, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
+        row = {"k": k, "pack": args.pack, "autotune": args.autotune, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
                "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
                "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in df.groupby("task")},
