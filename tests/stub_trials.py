@@ -43,3 +43,13 @@ def always_fails(config, ctx):
 
 def diverging_trial(config, ctx):
     return {"status": "diverged", "loss": float("nan")}
+
+
+def thread_trial(config, ctx):
+    """Records where and when it ran (process, thread, entry/exit time) around a sleep: for packed-trial tests."""
+    import threading  # noqa: PLC0415
+
+    entered = time.time()
+    time.sleep(float(config.get("sleep_s", 1.0)))
+    return {"entered": entered, "left": time.time(), "worker_pid": os.getpid(),
+            "thread_name": threading.current_thread().name, "thread_id": str(threading.get_ident())}

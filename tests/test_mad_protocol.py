@@ -296,3 +296,25 @@ def test_max_train_examples_limits_training_and_is_recorded(tmp_path):
     full, small = run_mad(base), run_mad({**base, "max_train_examples": 16})
     assert full["steps_per_epoch"] == 8 and small["steps_per_epoch"] == 2
     assert full["max_train_examples"] == 0 and small["max_train_examples"] == 16
+
+
+# ------------------------------------------------------------------------------------------ packed
+
+def test_packed_runs_match_solo_runs(tmp_path):
+    """Two runs trained at once by threads of one process (a pack) give exactly the numbers they give alone:
+    same seed -> same initial weights even though both threads seed and build (under protocol._SETUP_LOCK)."""
+    from grid.run.pack import make_pack, run_members
+    from grid.run.spec import make_trial
+
+    configs = [tiny_config(tmp_path, lr=lr, epochs=2) for lr in (3e-3, 1e-3)]
+    trials = [make_trial(c, suite="mad", grid="t", trainable="evals.mad.protocol:run_mad") for c in configs]
+    rows = run_members(make_pack(trials), {})
+    assert [r["trial_key"] for r in rows] == [t.trial_key for t in trials]
+    assert all(r["status"] == "ok" and r["error"] is None for r in rows), [r.get("error") for r in rows]
+    packed = [r["metrics"] for r in rows]
+    solo = [run_mad(c) for c in configs]
+    assert packed[0]["loss"] != packed[1]["loss"]  # the two lrs really train differently
+    for p, s in zip(packed, solo):
+        assert (p["loss"], p["acc"], p["train_loss"], p["ppl"]) == (s["loss"], s["acc"], s["train_loss"], s["ppl"])
+        assert p["lr"] == s["lr"] and p["epochs_run"] == s["epochs_run"] == 2
+        assert p["epoch"] == 1 and p["test_loss"] > 0  # the last ctx.report (MemberContext) is in the row too

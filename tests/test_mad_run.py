@@ -1,5 +1,7 @@
 """The MAD suite driver: trial expansion, hashing, the final table, and one tiny run through the real command."""
-from evals.mad.run import build_parser, make_trials, print_table
+import pytest
+
+from evals.mad.run import build_parser, make_trials, pack_by_setting, pack_size, print_table
 from evals.mad.settings import all_settings
 
 
@@ -64,3 +66,58 @@ def test_cli_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     df = ResultsStore(tmp_path / "res").query("SELECT status, autotune, mixer FROM results")
     assert df.to_dict("records") == [{"status": "ok", "autotune": "first", "mixer": "gla"}]
+
+
+def _baseline_trials():
+    trials = make_trials(_args(["--epochs", "2"]), all_settings(which="baseline"))
+    assert len(trials) == 36
+    return trials
+
+
+def _setting_of(t):
+    return (t.columns["task"], t.columns["setting"])
+
+
+def test_pack_by_setting_six_packs_of_one_setting_each():
+    from grid.run.spec import Resources
+
+    trials = _baseline_trials()
+    res = Resources(cpu=1, gpu=0.5)
+    packs = pack_by_setting(trials, 6, res)
+    assert len(packs) == 6 and all(len(p.members) == 6 for p in packs)
+    assert all(p.resources == res and (p.suite, p.grid) == ("mad", "mad") for p in packs)
+    for p in packs:
+        assert len({_setting_of(m) for m in p.members}) == 1  # one task + setting per pack
+        assert {(m.columns["lr"], m.columns["wd"]) for m in p.members} == {(lr, wd) for lr in (1e-4, 5e-4, 1e-3)
+                                                                            for wd in (0.0, 0.1)}
+    assert len({_setting_of(p.members[0]) for p in packs}) == 6
+    # every trial exactly once, in the given order
+    assert [m.trial_key for p in packs for m in p.members] == [t.trial_key for t in trials]
+
+
+def test_pack_by_setting_uneven_size_never_mixes_settings():
+    trials = _baseline_trials()
+    packs = pack_by_setting(trials, 4, None)
+    assert [len(p.members) for p in packs] == [4, 2] * 6
+    assert all(len({_setting_of(m) for m in p.members}) == 1 for p in packs)
+    assert sorted(m.trial_key for p in packs for m in p.members) == sorted(t.trial_key for t in trials)
+    assert all(p.resources == p.members[0].resources for p in packs)  # None: the members' own resources
+    assert pack_by_setting(trials, 1, None) == trials
+    assert all(not t.members for t in pack_by_setting(trials, 1, None))
+
+
+def test_pack_size_auto_follows_gpus_and_bad_values_are_rejected():
+    args = _args([])
+    assert args.pack == "auto" and pack_size(args) == 1  # CPU: one run per trial
+    args.gpus_found = 1
+    assert pack_size(args) == 6                          # GPU: the 3 lr x 2 wd runs of a setting
+    args = _args(["--lrs", "1e-3", "5e-4", "--wds", "0"])
+    args.gpus_found = 2
+    assert pack_size(args) == 2
+    args = _args(["--pack", "3"])
+    assert pack_size(args) == 3
+    args.gpus_found = 4
+    assert pack_size(args) == 3
+    for bad in ("0", "-2", "x", "2.5"):
+        with pytest.raises(SystemExit):
+            _args(["--pack", bad])
