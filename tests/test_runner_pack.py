@@ -150,3 +150,15 @@ def test_pack_spec_json_round_trip():
     assert [m.config for m in q.members] == [m.config for m in members]
     assert [m.columns for m in q.members] == [m.columns for m in members]
     assert all(not m.members for m in q.members)
+
+
+def test_a_failing_member_is_retried_in_its_thread(ray_2cpu, tmp_path):
+    flaky = _trial("flaky_trial", marker=str(tmp_path / "marker"), ckpt_dir=str(tmp_path / "ckpt"))
+    fine = _trial("ok_trial", x=5, steps=1)
+    store = ResultsStore(tmp_path / "store")
+    s = run_trials([make_pack([flaky, fine], retries=1)], store=store, experiment="retry",
+                   storage_dir=tmp_path / "ray", progress=False)
+    assert (s.n_ok, s.n_failed) == (2, 0)
+    df = store.df().set_index("trial_key")
+    assert df.loc[flaky.trial_key].status == "ok" and df.loc[flaky.trial_key].attempt == 2  # second attempt
+    assert df.loc[fine.trial_key].attempt == 1

@@ -79,7 +79,7 @@ def pack_size(args) -> int:
     return int(args.pack)
 
 
-def pack_by_setting(trials: list, size: int, resources) -> list:
+def pack_by_setting(trials: list, size: int, resources, retries: int = 0) -> list:
     """Packs of up to `size` runs of one setting (same data, same batch order), in the given order."""
     from grid.run.pack import make_pack  # noqa: PLC0415
 
@@ -88,7 +88,8 @@ def pack_by_setting(trials: list, size: int, resources) -> list:
     groups: dict[tuple, list] = {}
     for t in trials:
         groups.setdefault((t.columns["task"], t.columns["setting"]), []).append(t)
-    return [make_pack(g[i:i + size], resources=resources) for g in groups.values() for i in range(0, len(g), size)]
+    return [make_pack(g[i:i + size], resources=resources, retries=retries)
+            for g in groups.values() for i in range(0, len(g), size)]
 
 
 def make_trials(args, settings) -> list:
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     if size > 1:
         from grid.run.resources import trial_resources  # noqa: PLC0415
 
-        trials = pack_by_setting(trials, size, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1))
+        trials = pack_by_setting(trials, size, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1),
+                                 retries=max(args.max_failures, 0))
         print(f"{sum(len(t.members) or 1 for t in trials)} runs in {len(trials)} Ray trials of up to {size} runs "
               f"(--pack), {args.n_tasks_gpu} trial(s) per GPU", flush=True)
     cpus = os.cpu_count() or 2

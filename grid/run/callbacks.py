@@ -124,7 +124,7 @@ class StoreCallback(Callback):
                 row = {k: v for k, v in payload.items() if k != "members"}
                 if row.get("status", "ok") != "error":
                     row.update(status="error", error="the pack finished without a row for this member")
-            self._write(member, row, attempt=attempt)
+            self._write(member, row, attempt=row.get("attempt") or attempt)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:

@@ -12,7 +12,9 @@ launch on their own CUDA streams run side by side (docs/gpu.md has the measureme
   row yet (grid/run/runner.py).
 * On the worker, `run_members` starts one thread per member with its own CUDA stream (when torch
   sees a GPU), calls the member's trial function with a `MemberContext`, and returns one row
-  payload per member. A member that raises gets an error row with its traceback; the others go on.
+  payload per member. A member that raises is run again in its thread, up to `retries` times (MAD
+  passes --max-failures); after the last attempt it gets an error row with its traceback (the row's
+  `attempt` says which), and the others go on.
   If the whole process dies, Tune retries the pack (members are not checkpointed).
 * Trial functions must be thread-safe to be packed: MAD's seeds and builds its model under a lock,
   and the training loop serialises everything that is not a CUDA-graph replay
@@ -33,8 +35,9 @@ from grid.keys import content_hash
 PACK_TRAINABLE = "grid.run.pack:run_members"
 
 
-def make_pack(members: list, *, resources=None):
-    """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial."""
+def make_pack(members: list, *, resources=None, retries: int = 0):
+    """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial;
+    a member whose function raises is run again in its thread up to `retries` times."""
     from grid.run.spec import TrialSpec  # noqa: PLC0415
 
     if not members:
@@ -42,7 +45,7 @@ def make_pack(members: list, *, resources=None):
     keys = [m.trial_key for m in members]
     first = members[0]
     return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
-                     trainable=PACK_TRAINABLE, config={"members": keys},
+                     trainable=PACK_TRAINABLE, config={"members": keys, "retries": int(retries)},
                      resources=resources if resources is not None else first.resources, members=list(members))
 
 
@@ -89,17 +92,21 @@ def run_members(spec, head: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any] | None] = [None] * len(spec.members)
 
+    retries = int(spec.config.get("retries", 0))
+
     def one(i: int, member) -> None:
-        t0, started = time.time(), utcnow_iso()
-        mhead = {**head, "started_at": started, "trial_key": member.trial_key}
-        ctx = MemberContext(member, head.get("gpu_index"))
-        try:
-            with _member_stream():
-                rows[i] = finish_row(member, ctx, mhead, t0)
-        except BaseException as exc:  # noqa: BLE001 - one member's failure must not take the pack down
-            rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
-                       "metrics": dict(ctx.last_metrics),
-                       "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+        for attempt in range(1, retries + 2):
+            t0, started = time.time(), utcnow_iso()
+            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt}
+            ctx = MemberContext(member, head.get("gpu_index"))
+            try:
+                with _member_stream():
+                    rows[i] = finish_row(member, ctx, mhead, t0)
+                return
+            except Exception as exc:  # noqa: BLE001 - one member's failure must not take the pack down
+                rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
+                           "metrics": dict(ctx.last_metrics),
+                           "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
     threads = [threading.Thread(target=one, args=(i, m), name=f"member-{m.trial_key}", daemon=True)
                for i, m in enumerate(spec.members)]

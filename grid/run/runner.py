@@ -188,7 +188,8 @@ def _not_done(t: TrialSpec, done: set[str]) -> TrialSpec | None:
     left = [m for m in t.members if m.trial_key not in done]
     if not left:
         return None
-    return t if len(left) == len(t.members) else make_pack(left, resources=t.resources)
+    return t if len(left) == len(t.members) else make_pack(left, resources=t.resources,
+                                                             retries=int(t.config.get("retries", 0)))
 
 
 def _init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None, ray_init_kwargs: dict[str, Any] | None) -> bool:
