@@ -2,6 +2,8 @@
 
 What `run_trials` does, in order:
 
+0. **Packs** (grid/run/pack.py) are trials that hold member trials: everything below applies per
+   member (dedup, rows, summary counts); Tune sees the pack.
 1. **Dedup against the store.** A trial whose `trial_key` already has a row with a status in
    `skip_statuses` (default: only "ok") in its own suite/grid partition is skipped, unless `force`.
    The store, not Tune's experiment state, is the source of truth for what is finished.
