@@ -50,3 +50,41 @@ def test_lm_vs_mixer_estimate_charges_each_layer_at_benchmark_speed():
                                        "ratio": 0.5 * 1.75}]
     with pytest.raises(ValueError, match="eager transformer"):
         mod.allowed(lm[lm.mixer == "gla"], {"gla": 2.0}, n_layers=2)
+
+
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "gpu" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_script_classifies_kernels_and_needs_a_gpu():
+    prof = _load("profile_lm_step")
+    assert prof.kernel_class("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
+    assert prof.kernel_class("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "gemm"
+    assert prof.kernel_class("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
+    assert prof.kernel_class("triton_poi_fused__to_copy_add_arange_cos_sin_0") == "triton/fused"
+    assert prof.kernel_class("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>") == "elementwise"
+    assert prof.kernel_class("ncclDevKernel_AllReduce") == "communication"  # not an elementwise "reduce"
+    assert prof.kernel_class("some_custom_kernel") == "other"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            prof.main(["configs/grids/throughput-125m-compile.yaml"])
+
+
+def test_pack_check_runs_on_cpu_and_packed_equals_solo(tmp_path):
+    out = tmp_path / "pack.json"
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu" / "check_pack.py"), "--tasks", "M", "--epochs",
+                        "1", "--data-path", str(tmp_path / "data"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    import json
+
+    (row,) = json.loads(out.read_text())
+    assert row["pack_status"] == ["ok"] * 6 and row["runs"] == 6
+    assert row["solo_noise_max_rel_test_loss_diff"] == 0.0 and row["max_rel_test_loss_diff"] == 0.0  # CPU: bitwise

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
 
 CLASSES = (  # first match wins, on the lower-cased kernel name
+    ("communication", ("nccl",)),
     ("attention", ("flash", "fmha", "attention", "sdpa", "efficient_attention")),
     ("gemm", ("gemm", "cutlass", "sm90_xmma", "ampere_bf16", "cublas", "nvjet", "matmul")),
     ("optimizer", ("adam", "multi_tensor", "foreach")),
