@@ -153,3 +153,19 @@ def test_attention_window_and_gqa_match_math_backend():
     fused.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 17, D)
     torch.testing.assert_close(fused(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_rope_table_matches_computed_angles_and_stays_out_of_checkpoints():
+    from grid.models.mixers._common import rope_table, rotary
+    from grid.models.mixers.attention import Attention
+
+    x = torch.randn(2, 50, 3, 16)
+    table = rope_table(40, 16)  # shorter than the sequence: computed on the fly
+    assert torch.equal(rotary(x, table=table), rotary(x))
+    short = rope_table(64, 16)
+    assert torch.equal(rotary(x, table=short), rotary(x)) and torch.equal(rotary(x, offset=9, table=short),
+                                                                            rotary(x, offset=9))
+    attn = Attention(32, num_heads=2)
+    assert {"rope_cos", "rope_sin"} <= {n for n, _ in attn.named_buffers()}
+    assert not any("rope" in k for k in attn.state_dict())  # fla-compatible checkpoints
+    assert not any(k.startswith("rope") for k, _ in attn.named_parameters())
