@@ -30,7 +30,7 @@ def _report(path, k, wall, epoch_s, **extra):
 def _estimates(lines):
     """(est. by suite wall, epoch-rate speed-up, est. by epoch times) of the table's k rows."""
     rows = [line.split() for line in lines if line.split() and line.split()[0].isdigit()]
-    return [(float(r[6]), float(r[7]), float(r[8])) for r in rows]
+    return [(float(r[7]), float(r[8]), float(r[9])) for r in rows]
 
 
 def test_from_json_merges_reports_and_estimates_from_wall_time_and_epoch_times(tmp_path, capsys):
@@ -83,3 +83,15 @@ def test_like_copies_one_tasks_epoch_time_to_another_in_every_row(tmp_path, caps
     assert fixed[0][2] == pytest.approx(ref[2])  # as if CR had cost what NR costs
     with pytest.raises(SystemExit):
         main(["--from-json", str(path), "--like", "CR=XX"])
+
+
+def test_packed_runs_count_as_runs_at_once(tmp_path, capsys):
+    # k=1 x pack 6 at 2 s per epoch is the same steady state as k=6 unpacked at 2 s per epoch
+    ref = json.loads(_report(tmp_path / "r.json", 1, 100.0, 1.0).read_text())
+    packed = {**ref["rows"][0], "k": 1, "pack": 6, "cuda_graph": "on", "epoch_s_by_task": {c: 2.0 for c in TASKS}}
+    six = {**ref["rows"][0], "k": 6, "epoch_s_by_task": {c: 2.0 for c in TASKS}}
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps({**ref, "rows": [ref["rows"][0], packed, six]}))
+    assert main(["--from-json", str(path)]) == 0
+    (_, _, ep_ref), (_, _, ep_a), (_, _, ep_b) = _estimates(capsys.readouterr().out.splitlines())
+    assert ep_a == pytest.approx(ep_b) == pytest.approx(ep_ref / 3, rel=2e-2)

@@ -48,3 +48,18 @@ def test_counts_and_eta_counting_down_while_a_trial_runs(monkeypatch):
     clock.t += 90
     assert _eta_s(cb.line()) == 100  # b overran: only c's time is left
     assert "ETA" not in cb.line(final=True)
+
+
+def test_packs_count_their_runs():
+    import json
+
+    from grid.run.trainable import ROW_KEY
+
+    cb = ProgressCallback(2, experiment="x", stream=io.StringIO(), n_runs=5)
+    rows = [{"status": "ok"}, {"status": "error"}, {"status": "ok"}]
+    a = _trial("a", status="partial", wall_s=10.0, **{ROW_KEY: json.dumps({"members": rows})})
+    cb.on_trial_start(0, [], a)
+    cb.on_trial_complete(0, [], a)
+    line = cb.line()
+    assert "1/2 done (1 partial)" in line and "0 failed" in line  # the pack itself finished
+    assert "runs: 2/5 done, 1 failed" in line                     # its runs, one of them failed

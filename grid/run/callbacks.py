@@ -222,8 +222,9 @@ class ProgressCallback(Callback):
     """One progress line (done / failed / running / pending / ETA), at most every `interval_s`, and at the end."""
 
     def __init__(self, n_total: int, *, experiment: str = "", n_skipped: int = 0, interval_s: float = 5.0,
-                 stream=None, enabled: bool = True):
+                 stream=None, enabled: bool = True, n_runs: int | None = None):
         self.n_total = n_total
+        self.n_runs = n_runs  # packs (grid/run/pack.py): runs in all trials; the line adds their outcome
         self.experiment = experiment
         self.n_skipped = n_skipped
         self.interval_s = interval_s
@@ -239,6 +240,7 @@ class ProgressCallback(Callback):
         self.n_retried = 0
         self.walls: list[float] = []
         self.max_running = 0
+        self.run_statuses: dict[str, list[str]] = {}  # trial_id -> statuses of its runs (with n_runs)
         self._last_print = 0.0
         self._last_line = ""
 
@@ -264,12 +266,30 @@ class ProgressCallback(Callback):
         wall = res.get("wall_s")
         if isinstance(wall, (int, float)) and math.isfinite(wall):
             self.walls.append(float(wall))
+        if self.n_runs is not None:
+            self.run_statuses[trial.trial_id] = self._member_statuses(trial, res)
         self._maybe_print(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
         self.statuses[trial.trial_id] = "error"
+        if self.n_runs is not None:
+            try:
+                n = max(len(spec_of(trial).members), 1)
+            except Exception:  # noqa: BLE001 - not one of ours
+                n = 1
+            self.run_statuses[trial.trial_id] = ["error"] * n
         self._maybe_print(force=True)
+
+    @staticmethod
+    def _member_statuses(trial, res: dict[str, Any]) -> list[str]:
+        try:
+            payload = json.loads(res.get(ROW_KEY) or "{}")
+        except ValueError:
+            payload = {}
+        if isinstance(payload, dict) and isinstance(payload.get("members"), list):
+            return [str(r.get("status", "error")) for r in payload["members"] if isinstance(r, dict)]
+        return [res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"]
 
     def on_step_end(self, iteration, trials, **info):
         self._maybe_print()
@@ -290,6 +310,10 @@ class ProgressCallback(Callback):
         detail = ", ".join(f"{n} {s}" for s, n in sorted(by.items())) if by else ""
         parts = [f"{n_done}/{self.n_total} done" + (f" ({detail})" if detail and set(by) != {"ok"} else ""),
                  f"{n_failed} failed", f"{running} running", f"{pending} pending"]
+        if self.n_runs is not None:
+            runs = [st for sts in self.run_statuses.values() for st in sts]
+            parts.append(f"runs: {sum(st != 'error' for st in runs)}/{self.n_runs} done, "
+                         f"{sum(st == 'error' for st in runs)} failed")
         if self.n_retried:
             parts.append(f"{self.n_retried} retried")
         if self.n_skipped:

@@ -118,11 +118,12 @@ def run_members(spec, head: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def pack_status(rows: list[dict[str, Any]]) -> str:
-    """One status for the progress line: error if any member failed, else ok if all are ok."""
+    """The pack's status on the progress line (its runs are counted there too): ok when every member
+    is ok, error when every member failed, else partial."""
     statuses = [r.get("status") for r in rows]
-    if "error" in statuses or not statuses:
+    if not statuses or all(s == "error" for s in statuses):
         return "error"
-    return "ok" if all(s == "ok" for s in statuses) else next(s for s in statuses if s != "ok")
+    return "ok" if all(s == "ok" for s in statuses) else "partial"
 
 
 def pack_key_of(keys: list[str]) -> str:

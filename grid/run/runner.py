@@ -243,7 +243,9 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
     name = path.name if restored else fresh_name(storage_dir, base, todo)
     n_exp = len(_read_manifest(path) or {}) if restored else len(todo)
     store_cb = StoreCallback(store, experiment=name)
-    progress_cb = ProgressCallback(n_exp, experiment=name, n_skipped=n_skipped, enabled=progress)
+    packed = not restored and any(t.members for t in todo)  # a restored experiment's packs: counted as trials
+    progress_cb = ProgressCallback(n_exp, experiment=name, n_skipped=n_skipped, enabled=progress,
+                                   n_runs=sum(len(leaves(t)) for t in todo) if packed else None)
     callbacks = [store_cb, progress_cb]
     if restored:
         if progress:
