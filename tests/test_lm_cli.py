@@ -188,3 +188,10 @@ def test_mfu_uses_the_gpu_peak_table():
     assert mfu(6e9, 1e4, "NVIDIA H100 80GB HBM3") == pytest.approx(6e13 / 989e12)
     assert mfu(6e9, 2e4, "NVIDIA H200", n_gpus=2) == pytest.approx(6e13 / 989e12)
     assert mfu(6e9, 1e4, None) is None  # CPU
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_grid_expands(path):
+    spec = load_grid(path)
+    trials = expand(spec, vocab_size=4096, data_hash="x", count=False)
+    assert trials and len({t.trial_key for t in trials}) == len(trials)
