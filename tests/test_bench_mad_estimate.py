@@ -30,7 +30,7 @@ def _report(path, k, wall, epoch_s, **extra):
 def _estimates(lines):
     """(est. by suite wall, epoch-rate speed-up, est. by epoch times) of the table's k rows."""
     rows = [line.split() for line in lines if line.split() and line.split()[0].isdigit()]
-    return [(float(r[7]), float(r[8]), float(r[9])) for r in rows]
+    return [(float(r[8]), float(r[9]), float(r[10])) for r in rows]
 
 
 def test_from_json_merges_reports_and_estimates_from_wall_time_and_epoch_times(tmp_path, capsys):

@@ -71,6 +71,12 @@ def test_graphed_training_matches_eager_training_on_the_gpu(mixer):
     assert row["ok"], row
 
 
+@pytest.mark.gpu
+def test_compiled_graphed_training_matches_eager_training_on_the_gpu():
+    row = _gpu_check().check("gla", timing=False, compile=True)
+    assert row["ok"] and row["compiled"], row
+
+
 def test_graphed_call_needs_a_cuda_device():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         GraphedCall(lambda x, y: x, torch.device("cpu"))

@@ -127,9 +127,10 @@ def test_tiny_run_end_to_end(tmp_path):
     assert out["acc"] == sel["test_acc"] and out["best_epoch"] == sel["epoch"]
     assert out["precision"] == "fp32" and out["task"] == "M" and out["epochs"] == 3 and out["wd"] == 0.1
     assert out["lr"] == 3e-3 and out["metric"] == "macro-per-batch" and out["n_params"] > 0
-    # same seed, same everything -> identical numbers
-    again = run_mad(tiny_config(tmp_path))
+    # same seed, same everything -> identical numbers; compile is a GPU option, which CPU runs ignore
+    again = run_mad({**tiny_config(tmp_path), "compile": True})
     assert again["acc"] == out["acc"] and again["loss"] == out["loss"]
+    assert out["compiled"] is False and again["compiled"] is False
 
 
 def test_early_stop_at_0999(tmp_path, monkeypatch):

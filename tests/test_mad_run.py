@@ -35,7 +35,9 @@ def test_key_ignores_where_data_lives_but_not_the_protocol():
     a = make_trials(_args(["--data-path", "/x"]), s)[0].trial_key
     b = make_trials(_args(["--data-path", "/y"]), s)[0].trial_key
     c = make_trials(_args(["--epochs", "3"]), s)[0].trial_key
+    compiled = make_trials(_args(["--data-path", "/x", "--compile", "on"]), s)[0]
     assert a == b != c
+    assert compiled.config["compile"] is True and compiled.trial_key == a  # how it runs, not what it computes
 
 
 def test_table_printed_from_store(tmp_path, capsys):

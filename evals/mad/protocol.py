@@ -76,6 +76,10 @@ class MADRunConfig(BaseModel):
                                                "CUDA graphs on GPU (grid/train/graphed.py; same kernels, launch "
                                                "cost removed); CPU ignores it. Rows record the replays and any "
                                                "fallback reason")
+    compile: bool = Field(False, description="torch.compile the backbone on GPU: Inductor fuses the elementwise work "
+                                             "(norms, SwiGLU, casts, loss, their backward) around the mixers' "
+                                             "fused kernels, which stay as they are; CPU ignores it. Rows record "
+                                             "`compiled`")
 
     @field_validator("setting", "model", mode="before")
     @classmethod
@@ -167,6 +171,18 @@ def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[st
 _SETUP_LOCK = threading.Lock()
 
 
+def compile_backbone(model: torch.nn.Module) -> None:
+    """torch.compile `model` in place (state_dict names unchanged). Compilation happens at the first
+    calls (dynamo compiles one frame at a time, also when packed runs' threads call at once; graphed
+    steps make those calls under EAGER_LOCK anyway). One process may build many
+    backbones (packed runs, train and eval mode, the smaller last batch): raise dynamo's recompile
+    limit so that none of them silently falls back to eager."""
+    import torch._dynamo  # noqa: PLC0415
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    model.compile()
+
+
 def _setup(cfg: MADRunConfig, setting, device: torch.device):
     """Seed, load the data onto the device, build the backbone: (model, model config, train, test)."""
     from evals.mad.backbones import build_backbone  # noqa: PLC0415
@@ -202,8 +218,9 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     with _SETUP_LOCK:  # packed runs share the process: global seeding + init must not interleave
         model, mcfg, (xtr, ytr), (xte, yte) = _setup(cfg, setting, device)
     n_params = sum(p.numel() for p in model.parameters())
-
-
+    compiled = cfg.compile and device.type == "cuda"
+    if compiled:
+        compile_backbone(model)
     n_train, bs = int(xtr.shape[0]), cfg.batch_size
     spe = math.ceil(n_train / bs)
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)
@@ -256,6 +273,7 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         "max_train_examples": cfg.max_train_examples or 0,
         "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
         "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
+        "compiled": compiled,
         "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,
         "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
         "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,

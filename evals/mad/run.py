@@ -2,8 +2,9 @@
 
 Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
 --data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
---address, --force, --backend, --autotune, --cuda-graph, --pack. The command generates missing data, runs every (setting, lr, wd)
-trial that has no ok row in the results store yet, and ends by printing the MAD table.
+--address, --force, --backend, --autotune, --cuda-graph, --compile, --pack. The command generates
+missing data, runs every (setting, lr, wd) trial that has no ok row in the results store yet, and
+ends by printing the MAD table.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
 # protocol fields that do not change a run's result (where files live, how they are read)
-NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph")
+NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # how it runs, not what
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
@@ -51,6 +52,10 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                    help="on (default): after 3 eager warm-up steps, each GPU training step is replayed from a captured "
                         "CUDA graph (same kernels; removes the Python launch cost that bounds MAD's small models); "
                         "CPU runs ignore it. Rows record the replays (cuda_graph_replays) and any fallback")
+    p.add_argument("--compile", choices=("on", "off"), default="off",
+                   help="on: torch.compile each backbone on GPU, so that Inductor fuses the small elementwise kernels "
+                        "around the mixers' fused kernels (inside the CUDA graph too); costs a compile per shape "
+                        "in each worker. CPU runs ignore it. Rows record `compiled`")
     p.add_argument("--pack", default="auto", type=_pack_arg,
                    help="runs per Ray trial, trained at once by threads of one process on their own CUDA streams "
                         "(processes that share a GPU are time-sliced, threads overlap their kernels). auto "
@@ -107,7 +112,7 @@ def make_trials(args, settings) -> list:
                                    model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
                                    max_train_examples=args.max_train_examples,
                                    data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
-                                   cuda_graph=args.cuda_graph == "on")
+                                   cuda_graph=args.cuda_graph == "on", compile=args.compile == "on")
                 config = cfg.model_dump(mode="json")
                 hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
                 trials.append(TrialSpec(

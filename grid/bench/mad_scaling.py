@@ -96,7 +96,7 @@ def print_report(report: dict) -> None:
     n_gpu = report["n_gpu"]
     print(f"\narch={report['arch']} epochs measured={report['epochs']} GPUs={n_gpu}")
     print("est. = full suite in hours on the GPUs above, no early stopping")
-    print("k  pack  graph  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. (suite wall)  "
+    print("k  pack  graph  compile  suite_wall_s  speed-up  run_wall_s  mean GPU util %  est. (suite wall)  "
           "epoch-rate speed-up  est. (epoch times)")
     for row in report["rows"]:
         speed = ref["suite_wall_s"] / row["suite_wall_s"]
@@ -105,7 +105,8 @@ def print_report(report: dict) -> None:
         packed = full_suite_serial_s(row["epoch_s_by_task"]) / (row["k"] * row.get("pack", 1))
         row["epoch_rate_speedup_vs_first"] = serial / packed
         row["est_full_suite_h_epoch_times"] = packed / 3600 / n_gpu
-        print(f"{row['k']:<2} {row.get('pack', 1):<4}  {row.get('cuda_graph', 'off'):<5}  {row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
+        print(f"{row['k']:<2} {row.get('pack', 1):<4}  {row.get('cuda_graph', 'off'):<5}  {row.get('compile', 'off'):<7}  "
+              f"{row['suite_wall_s']:>11.1f}  {speed:>8.2f}  {row['run_wall_s_mean']:>10.1f}  "
               f"{','.join(f'{u:.0f}' for u in row['gpu_util_mean']):>15}  {row['est_full_suite_h']:>17.2f}  "
               f"{row['epoch_rate_speedup_vs_first']:>19.2f}  {row['est_full_suite_h_epoch_times']:>18.2f}")
     report["serial_full_suite_h_at_first_k"] = serial / 3600
@@ -117,13 +118,14 @@ def merge_reports(reports: list[dict]) -> dict:
     keys = {(r["arch"], r["epochs"], r["n_gpu"]) for r in reports}
     if len(keys) != 1:
         raise ValueError(f"reports measure different things (arch, epochs, n_gpu): {sorted(keys)}")
-    def what(row):  # reports before --cuda-graph were eager, before --pack unpacked
-        return row["k"] * row.get("pack", 1), row["k"], row.get("cuda_graph", "off"), row.get("pack", 1)
+    def what(row):  # reports before --cuda-graph were eager, before --pack unpacked, before --compile not compiled
+        return (row["k"] * row.get("pack", 1), row["k"], row.get("cuda_graph", "off"), row.get("pack", 1),
+                row.get("compile", "off"))
 
     rows = sorted((row for r in reports for row in r["rows"]), key=what)
     ks = [what(row) for row in rows]
     if len(set(ks)) != len(ks):
-        raise ValueError(f"the same (k, cuda_graph, pack) appears in more than one report: {ks}")
+        raise ValueError(f"the same (k, cuda_graph, pack, compile) appears in more than one report: {ks}")
     merged = {**reports[0], "rows": rows}
     if len(reports) > 1:
         merged["provenance_per_row"] = [r.get("provenance") for r in reports for _ in r["rows"]]
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs per Ray trial (threads of one process; passed to the MAD runs, recorded per row). "
                         "Runs at once per GPU = k x pack")
     p.add_argument("--autotune", choices=("first", "full"), default="full", help="passed to the MAD runs (recorded)")
+    p.add_argument("--compile", choices=("on", "off"), default="off", help="passed to the MAD runs (recorded)")
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
@@ -185,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
                "--n-tasks-gpu", str(k), "--results", str(work / "results"), "--ray-tmp-path", str(work / "ray"),
                "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph, "--pack", str(args.pack),
-               "--autotune", args.autotune]
+               "--autotune", args.autotune, "--compile", args.compile]
         t0 = time.perf_counter()
         with GPUSampler() as gpu:
             rc = mad_main(cmd, default_arch=args.arch)
         wall = time.perf_counter() - t0
         df = ResultsStore(work / "results").query("SELECT * FROM results WHERE suite='mad'")
-        row = {"k": k, "pack": args.pack, "autotune": args.autotune, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
+        row = {"k": k, "pack": args.pack, "autotune": args.autotune, "compile": args.compile, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
                "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
                "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in df.groupby("task")},

@@ -90,15 +90,17 @@ class GraphedStep:
             return self._eager(x, y)
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # eager steps use the capture's autocast settings (no weight-cast cache, same values): a
+        # torch.compile'd model then never meets a new global state, so nothing recompiles mid-capture
         self.eager_steps += 1
         if self.graph is not None:  # keep the gradient tensors the graph reads and writes
-            return self.step_fn(x, y, set_to_none=False)
+            return self.step_fn(x, y, set_to_none=False, autocast_cache=False)
         if self.fallback_reason is not None:
-            return self.step_fn(x, y)
+            return self.step_fn(x, y, autocast_cache=False)
         main = torch.cuda.current_stream(self.device)
         self._side.wait_stream(main)
         with torch.cuda.stream(self._side):  # warm-up away from the stream the capture will use
-            loss = self.step_fn(x, y)
+            loss = self.step_fn(x, y, autocast_cache=False)
         main.wait_stream(self._side)
         return loss
 

@@ -10,7 +10,10 @@ difference after training (graph vs eager, and eager vs eager), the replay count
 (torch.profiler; the wall time above it is host time); `--no-timing` skips the timings. Exit status 1
 if any mixer differs by more than the tolerance.
 
-    python scripts/gpu/check_cuda_graph.py [--mixers attention gla ...] [--json OUT]
+    python scripts/gpu/check_cuda_graph.py [--mixers attention gla ...] [--compile off|on|both] [--json OUT]
+
+--compile on: the graphed run (parity and timings) uses a torch.compile'd model; the eager runs stay
+uncompiled, so the parity check covers Inductor's fusions too.
 """
 from __future__ import annotations
 
@@ -25,15 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 LOSS_TOL, PARAM_TOL = 1e-3, 1e-2  # relative; identical kernels should agree far closer than this
 
 
-def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int, epochs_steps: int):
+def _model(mixer: str, compile: bool = False):
+    from evals.mad.backbones import mad_model_config
+    from evals.mad.protocol import compile_backbone
+    from grid.models import build_model
+
+    model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
+    if compile:
+        compile_backbone(model)
+    return model
+
+
+def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int, epochs_steps: int,
+           compile: bool = False):
     import torch
 
-    from evals.mad.backbones import mad_loss, mad_model_config
-    from grid.models import build_model
+    from evals.mad.backbones import mad_loss
     from grid.train import CosinePerEpoch, build_adamw, train
 
     torch.manual_seed(0)
-    model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
+    model = _model(mixer, compile)
     if state is not None:
         model.load_state_dict(state)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -45,14 +59,13 @@ def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int
     return init, model, losses, res
 
 
-def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200) -> float:
+def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200, compile: bool = False) -> float:
     import torch
 
-    from evals.mad.backbones import mad_loss, mad_model_config
-    from grid.models import build_model
+    from evals.mad.backbones import mad_loss
     from grid.train import build_adamw, train
 
-    model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
+    model = _model(mixer, compile)
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
     train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)  # compile, autotune, capture
@@ -63,17 +76,17 @@ def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200) -> float
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-def _kernel_ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 50) -> tuple[float, float, list]:
+def _kernel_ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 50,
+                        compile: bool = False) -> tuple[float, float, list]:
     """GPU kernel time per step (torch.profiler, summed over kernels; wall above it is host-bound
     time), kernels per step, and the top kernels' ms per step."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from evals.mad.backbones import mad_loss, mad_model_config
-    from grid.models import build_model
+    from evals.mad.backbones import mad_loss
     from grid.train import build_adamw, train
 
-    model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
+    model = _model(mixer, compile)
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
     train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)
@@ -99,7 +112,7 @@ def _param_diff(m1, m2) -> tuple[float, str]:
     return diffs[worst], worst
 
 
-def check(mixer: str, timing: bool = True) -> dict:
+def check(mixer: str, timing: bool = True, compile: bool = False) -> dict:
     import torch
 
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -110,10 +123,10 @@ def check(mixer: str, timing: bool = True) -> dict:
     steps = 3 * len(batches)
     init, m_eager, l_eager, r_eager = _train(mixer, None, batches, False, steps, len(batches))
     _, m_again, l_again, _ = _train(mixer, init, batches, False, steps, len(batches))  # the noise floor
-    _, m_graph, l_graph, r_graph = _train(mixer, init, batches, True, steps, len(batches))
+    _, m_graph, l_graph, r_graph = _train(mixer, init, batches, True, steps, len(batches), compile=compile)
     loss_diff, noise_loss = _loss_diff(l_eager, l_graph), _loss_diff(l_eager, l_again)
     (param_diff, worst), (noise_param, _) = _param_diff(m_eager, m_graph), _param_diff(m_eager, m_again)
-    row = {"mixer": mixer, "steps": steps, "graph_replays": r_graph.graph_replays,
+    row = {"mixer": mixer, "compiled": compile, "steps": steps, "graph_replays": r_graph.graph_replays,
            "graph_fallback": r_graph.graph_fallback, "max_rel_loss_diff": loss_diff,
            "max_rel_param_diff": param_diff, "worst_param": worst,
            "eager_vs_eager_loss_diff": noise_loss, "eager_vs_eager_param_diff": noise_param,
@@ -125,9 +138,9 @@ def check(mixer: str, timing: bool = True) -> dict:
                  and loss_diff <= max(LOSS_TOL, 3 * noise_loss) and param_diff <= max(PARAM_TOL, 3 * noise_param))
     if timing:
         row["ms_per_step_eager"] = _ms_per_step(mixer, full[0], False)
-        row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True)
+        row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True, compile=compile)
         (row["gpu_kernel_ms_per_step_graph"], row["kernels_per_step_graph"],
-         row["top_kernels_ms_per_step_graph"]) = _kernel_ms_per_step(mixer, full[0], True)
+         row["top_kernels_ms_per_step_graph"]) = _kernel_ms_per_step(mixer, full[0], True, compile=compile)
     return row
 
 
@@ -136,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixers", nargs="+", default=["attention", "gla"])
     p.add_argument("--json", default=None)
     p.add_argument("--no-timing", action="store_true", help="parity only (e.g. while other work shares the GPU)")
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                   help="torch.compile the graphed model (evals.mad.protocol.compile_backbone); both = one row each")
     args = p.parse_args(argv)
     rows = []
-    for mixer in args.mixers:
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    for mixer, compile in ((m, c) for m in args.mixers for c in modes):
         try:
-            rows.append(check(mixer, timing=not args.no_timing))
+            rows.append(check(mixer, timing=not args.no_timing, compile=compile))
         except Exception as exc:  # noqa: BLE001 - one mixer's failure is a row, not the end of the run
-            rows.append({"mixer": mixer, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            rows.append({"mixer": mixer, "compiled": compile, "ok": False,
+                         "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         print(json.dumps(rows[-1]), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
