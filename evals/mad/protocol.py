@@ -172,15 +172,12 @@ _SETUP_LOCK = threading.Lock()
 
 
 def compile_backbone(model: torch.nn.Module) -> None:
-    """torch.compile `model` in place (state_dict names unchanged). Compilation happens at the first
-    calls (dynamo compiles one frame at a time, also when packed runs' threads call at once; graphed
-    steps make those calls under EAGER_LOCK anyway). One process may build many
-    backbones (packed runs, train and eval mode, the smaller last batch): raise dynamo's recompile
-    limit so that none of them silently falls back to eager."""
-    import torch._dynamo  # noqa: PLC0415
+    """torch.compile the backbone in place (grid.models.compile: fla's kernels stay eager). Dynamo
+    compiles one frame at a time, also when packed runs' threads call at once; graphed steps make
+    those first calls under EAGER_LOCK anyway."""
+    from grid.models.compile import compile_model  # noqa: PLC0415
 
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    model.compile()
+    compile_model(model)
 
 
 def _setup(cfg: MADRunConfig, setting, device: torch.device):

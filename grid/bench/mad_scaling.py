@@ -194,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             rc = mad_main(cmd, default_arch=args.arch)
         wall = time.perf_counter() - t0
         df = ResultsStore(work / "results").query("SELECT * FROM results WHERE suite='mad'")
+        if "error" not in df:
+            df["error"] = None
+        ok = df[df.status == "ok"]  # timings from finished runs only; failures are listed, never timed
         row = {"k": k, "pack": args.pack, "autotune": args.autotune, "compile": args.compile, "cuda_graph": args.cuda_graph, "rc": rc, "suite_wall_s": wall, "runs": len(df), "ok": int((df.status == "ok").sum()),
                "run_wall_s_mean": float(df.wall_s.mean()), "train_wall_s_mean": float(df.train_wall_s.mean()),
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
-               "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in df.groupby("task")},
-               "epoch_s_mean_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in df.groupby("task")},
+               "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in ok.groupby("task")},
+               "epoch_s_mean_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in ok.groupby("task")},
+               "errors": sorted({f"{r.task}: {r.error}"[:400] for r in df[df.status != "ok"].itertuples()}),
                "runs_detail": json.loads(df[[c for c in RUN_COLUMNS if c in df]].to_json(orient="records"))}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)

@@ -264,7 +264,9 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     # so state_dict names and checkpoints are the same as without it. CPU runs stay eager (no compiler needed).
     compiled = bool(rc.get("compile")) and device.type == "cuda"
     if compiled:
-        model.compile()
+        from grid.models.compile import compile_model  # noqa: PLC0415
+
+        compile_model(model)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415

@@ -1,0 +1,35 @@
+"""torch.compile for our LM stack (and the MAD backbones built from it), in place.
+
+    compile_model(model) -> list of the layers kept eager
+
+Inductor fuses what is ours (norms, SwiGLU, residuals, RoPE, casts, their backward). The fused
+backends of the linear mixers call third-party Triton/CUDA kernels (fla, causal-conv1d, ...), which
+dynamo cannot always trace: fla 0.6 marks its chunked kernels `torch.compiler.disable` but not, for
+example, the fused-recurrent kernels that GLA switches to for T <= 64. So every fused mixer except
+our own attention module runs eagerly behind a clean graph break; reference backends are compiled.
+State-dict names do not change. One process may compile many models (packed MAD runs, train and
+eval mode, a smaller last batch), so dynamo's recompile limit is raised: a model that hit it would
+silently fall back to eager.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+RECOMPILE_LIMIT = 64
+OWN_FUSED = {"attention"}  # fused backends that are our own PyTorch code: compiled with the rest
+
+
+def compile_model(model: nn.Module) -> list[str]:
+    """Compile `model` in place; return the names of the mixers left eager (third-party kernels)."""
+    from grid.models.stack import Block  # noqa: PLC0415
+
+    import torch._dynamo  # noqa: PLC0415
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    eager = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, Block) and mod.backend == "fused" and mod.kind not in OWN_FUSED:
+            mod.mixer.forward = torch.compiler.disable(mod.mixer.forward)
+            eager.append(f"{name}.mixer")
+    model.compile()
+    return eager

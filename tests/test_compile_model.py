@@ -1,0 +1,36 @@
+"""grid.models.compile: what is compiled and what stays eager (CPU: nothing is executed compiled here)."""
+import torch
+
+from grid.models import build_model
+from grid.models.compile import RECOMPILE_LIMIT, compile_model
+from grid.models.config import ModelConfig
+
+
+def _model(mixer="gla", **kw):
+    return build_model(ModelConfig(vocab_size=32, d_model=32, n_layers=2, mixer=mixer, backend="reference",
+                                   context=16, **kw))
+
+
+def _disabled(fn) -> bool:
+    return bool(getattr(fn, "_torchdynamo_disable", False))
+
+
+def test_third_party_fused_mixers_stay_eager_ours_are_compiled():
+    model = _model(hybrid="1:1")
+    kinds = [b.kind for b in model.layers]
+    assert set(kinds) == {"gla", "attention"}
+    for b in model.layers:  # pretend this machine built the fused backends
+        b.backend = "fused"
+    keys = list(model.state_dict())
+    eager = compile_model(model)
+    assert eager == [f"layers.{i}.mixer" for i, k in enumerate(kinds) if k == "gla"]
+    for b in model.layers:
+        assert _disabled(b.mixer.forward) == (b.kind == "gla")
+    assert list(model.state_dict()) == keys  # checkpoints unchanged
+    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
+
+
+def test_reference_backends_are_compiled_whole():
+    model = _model()
+    assert compile_model(model) == []
+    assert not any(_disabled(b.mixer.forward) for b in model.layers)
