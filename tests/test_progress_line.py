@@ -50,6 +50,25 @@ def test_counts_and_eta_counting_down_while_a_trial_runs(monkeypatch):
     assert "ETA" not in cb.line(final=True)
 
 
+def test_eta_ignores_fast_failures_and_says_when_it_cannot_tell(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "time", clock.time)
+    cb = ProgressCallback(3, experiment="x", stream=io.StringIO())
+    bad, a, b = _trial("bad", status="error", wall_s=5.0), _trial("a", status="ok", wall_s=100.0), _trial("b")
+    cb.on_trial_start(0, [], bad)
+    cb.on_trial_start(0, [], a)
+    clock.t += 5
+    cb.on_trial_complete(0, [], bad)
+    assert "ETA" not in cb.line()  # a 5 s failure is no estimate of a working trial
+    cb.on_trial_start(0, [], b)
+    clock.t += 95
+    cb.on_trial_complete(0, [], a)
+    assert _eta_s(cb.line()) == 5  # b has used 95 of the 100 s that a took
+    clock.t += 50  # b is now past the mean and nothing is pending: not "ETA ~0s"
+    line = cb.line()
+    assert "ETA ?" in line and "1m40s mean" in line, line
+
+
 def test_packs_count_their_runs():
     import json
 

@@ -264,7 +264,8 @@ class ProgressCallback(Callback):
         res = trial.last_result or {}
         self.statuses[trial.trial_id] = res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"
         wall = res.get("wall_s")
-        if isinstance(wall, (int, float)) and math.isfinite(wall):
+        # a trial that failed fast says nothing about how long a working one takes
+        if isinstance(wall, (int, float)) and math.isfinite(wall) and self.statuses[trial.trial_id] != "error":
             self.walls.append(float(wall))
         if self.n_runs is not None:
             self.run_statuses[trial.trial_id] = self._member_statuses(trial, res)
@@ -324,9 +325,14 @@ class ProgressCallback(Callback):
             conc = max(self.max_running, running, 1)
             mean = sum(self.walls) / len(self.walls)
             now = time.time()  # a running trial has already used part of its (mean) wall time
-            left = sum(max(mean - (now - self.started.get(t, now)), 0.0) for t in self.running)
-            eta = (left + mean * pending) / conc
-            tail += f", ETA ~{_fmt_s(eta)}"
+            lefts = [max(mean - (now - self.started.get(t, now)), 0.0) for t in self.running]
+            left = sum(lefts)
+            # running trials run side by side: never sooner than the longest of them
+            eta = max(max(lefts, default=0.0), (left + mean * pending) / conc)
+            if pending == 0 and left == 0.0:  # every running trial is past the mean: no honest estimate
+                tail += f", ETA ? (running past the {_fmt_s(mean)} mean of finished trials)"
+            else:
+                tail += f", ETA ~{_fmt_s(eta)}"
         name = f"[{self.experiment}] " if self.experiment else ""
         return f"{name}{' | '.join(parts)} | {tail}"
 
