@@ -88,3 +88,15 @@ def test_pack_check_runs_on_cpu_and_packed_equals_solo(tmp_path):
     (row,) = json.loads(out.read_text())
     assert row["pack_status"] == ["ok"] * 6 and row["runs"] == 6
     assert row["solo_noise_max_rel_test_loss_diff"] == 0.0 and row["max_rel_test_loss_diff"] == 0.0  # CPU: bitwise
+
+
+def test_lm_vs_bench_reads_the_lm_shape_from_the_grid(tmp_path):
+    import os
+
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "lm_vs_bench.sh"),
+                        str(ROOT / "configs" / "grids" / "throughput-350m.yaml"), str(tmp_path / "out")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert ("d_model 1024, T 2048, 24 layers, micro-batch 16, "
+            "mixers attention deltanet gated_deltanet gla hgrn2 retnet") in p.stdout
