@@ -95,3 +95,30 @@ def test_packed_runs_count_as_runs_at_once(tmp_path, capsys):
     assert main(["--from-json", str(path)]) == 0
     (_, _, ep_ref), (_, _, ep_a), (_, _, ep_b) = _estimates(capsys.readouterr().out.splitlines())
     assert ep_a == pytest.approx(ep_b) == pytest.approx(ep_ref / 3, rel=2e-2)
+
+
+def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environment(monkeypatch):
+    import argparse
+    import os
+
+    from evals.mad.run import worker_env
+    from grid.bench.mad_scaling import warm_kernels
+
+    monkeypatch.setenv("FLA_CACHE_RESULTS", "1")
+    calls = []
+
+    def fake_mad_main(argv, default_arch=None):
+        calls.append((argv, default_arch, worker_env("full")))
+        return 0
+
+    args = argparse.Namespace(arch="gla", n_gpu=1, data_path="d", cuda_graph="on", autotune="full", compile="on")
+    warm_kernels(args, fake_mad_main)
+    assert [c[2]["FLA_CACHE_RESULTS"] for c in calls] == ["0", "1"]  # crowded pass keeps no tuned choice
+    ks = [c[0][c[0].index("--n-tasks-gpu") + 1] for c in calls]
+    assert ks == ["6", "1"] and all(c[1] == "gla" for c in calls)
+    for argv, _, _ in calls:  # one short run per task, with the timed runs' kernel policies
+        assert argv[argv.index("--lrs") + 1:argv.index("--wds")] == ["1e-3"]
+        assert argv[argv.index("--compile") + 1] == "on" and argv[argv.index("--autotune") + 1] == "full"
+    assert os.environ["FLA_CACHE_RESULTS"] == "1"
+    monkeypatch.delenv("FLA_CACHE_RESULTS")
+    assert "FLA_CACHE_RESULTS" not in worker_env("first")

@@ -161,6 +161,15 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
     print(to_markdown(mad_table(df)))
 
 
+def worker_env(autotune: str) -> dict[str, str]:
+    """Environment of the Ray workers: the autotune policy, and fla's switch for caching its tuned
+    choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
+    env = {"LINGRID_AUTOTUNE": autotune}
+    if "FLA_CACHE_RESULTS" in os.environ:
+        env["FLA_CACHE_RESULTS"] = os.environ["FLA_CACHE_RESULTS"]
+    return env
+
+
 def gpus_present() -> int:
     import torch  # noqa: PLC0415
 
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          num_gpus=None if args.address else args.gpus_found,
                          num_cpus=None if args.address else cpus,
                          max_failures=args.max_failures, force=args.force,
-                         ray_init_kwargs={"runtime_env": {"env_vars": {"LINGRID_AUTOTUNE": args.autotune}}})
+                         ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune)}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
           f"{summary.n_failed} failed")
     print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)
