@@ -73,8 +73,13 @@ def test_graphed_training_matches_eager_training_on_the_gpu(mixer):
 
 @pytest.mark.gpu
 def test_compiled_graphed_training_matches_eager_training_on_the_gpu():
-    row = _gpu_check().check("gla", timing=False, compile=True)
-    assert row["ok"] and row["compiled"], row
+    # losses, not the per-tensor parameter check: Inductor reorders reductions, and Adam turns that
+    # into full-size steps on near-zero entries (on the H100 a zero-initialised gate bias differed
+    # 3.0x the eager-vs-eager noise while every loss agreed within it; docs/gpu.md, session 5)
+    mod = _gpu_check()
+    row = mod.check("gla", timing=False, compile=True)
+    assert row["compiled"] and row["graph_replays"] > 0 and row["graph_fallback"] is None, row
+    assert row["max_rel_loss_diff"] <= max(mod.LOSS_TOL, 3 * row["eager_vs_eager_loss_diff"]), row
 
 
 def test_graphed_call_needs_a_cuda_device():
