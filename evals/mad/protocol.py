@@ -171,15 +171,6 @@ def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[st
 _SETUP_LOCK = threading.Lock()
 
 
-def compile_backbone(model: torch.nn.Module) -> None:
-    """torch.compile the backbone in place (grid.models.compile: fla's kernels stay eager). Dynamo
-    compiles one frame at a time, also when packed runs' threads call at once; graphed steps make
-    those first calls under EAGER_LOCK anyway."""
-    from grid.models.compile import compile_model  # noqa: PLC0415
-
-    compile_model(model)
-
-
 def _setup(cfg: MADRunConfig, setting, device: torch.device):
     """Seed, load the data onto the device, build the backbone: (model, model config, train, test)."""
     from evals.mad.backbones import build_backbone  # noqa: PLC0415
@@ -216,8 +207,10 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         model, mcfg, (xtr, ytr), (xte, yte) = _setup(cfg, setting, device)
     n_params = sum(p.numel() for p in model.parameters())
     compiled = cfg.compile and device.type == "cuda"
-    if compiled:
-        compile_backbone(model)
+    if compiled:  # dynamo compiles one frame at a time; graphed steps call it under EAGER_LOCK anyway
+        from grid.models.compile import compile_model  # noqa: PLC0415
+
+        compile_model(model)
     n_train, bs = int(xtr.shape[0]), cfg.batch_size
     spe = math.ceil(n_train / bs)
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)

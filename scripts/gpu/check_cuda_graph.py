@@ -30,12 +30,12 @@ LOSS_TOL, PARAM_TOL = 1e-3, 1e-2  # relative; identical kernels should agree far
 
 def _model(mixer: str, compile: bool = False):
     from evals.mad.backbones import mad_model_config
-    from evals.mad.protocol import compile_backbone
     from grid.models import build_model
+    from grid.models.compile import compile_model
 
     model = build_model(mad_model_config(mixer, None, 16, 128, backend="fused")).cuda()
     if compile:
-        compile_backbone(model)
+        compile_model(model)
     return model
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--no-timing", action="store_true", help="parity only (e.g. while other work shares the GPU)")
     p.add_argument("--compile", choices=("off", "on", "both"), default="off",
-                   help="torch.compile the graphed model (evals.mad.protocol.compile_backbone); both = one row each")
+                   help="torch.compile the graphed model (grid.models.compile.compile_model); both = one row each")
     args = p.parse_args(argv)
     rows = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
