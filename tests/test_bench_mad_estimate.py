@@ -122,3 +122,29 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
     assert os.environ["FLA_CACHE_RESULTS"] == "1"
     monkeypatch.delenv("FLA_CACHE_RESULTS")
     assert "FLA_CACHE_RESULTS" not in worker_env("first")
+
+
+def test_full_protocol_estimate_uses_each_trials_slowest_run_and_scales_to_every_setting(tmp_path, capsys):
+    from grid.bench.mad_scaling import full_suite_from_runs_s
+
+    base = {s.code: s for s in all_settings(which="baseline")}
+    settings_per_task = {c: sum(batches_per_epoch(s) / batches_per_epoch(base[c]) for s in all_settings() if s.code == c)
+                         for c in TASKS}
+    # six runs per task; the slowest run of a pack of six holds the slot, unpacked runs add up
+    runs = [{"task": c, "wall_s": 10.0 * (i + 1), "epochs_run": 200 - i} for c in TASKS for i in range(6)]
+    packed = full_suite_from_runs_s(runs, k=2, pack=6)
+    assert packed == pytest.approx(sum(60.0 * settings_per_task[c] for c in TASKS) / 2)
+    unpacked = full_suite_from_runs_s(runs, k=2, pack=1)
+    assert unpacked == pytest.approx(sum(210.0 * settings_per_task[c] for c in TASKS) / 2)
+    # the table prints it only for 200-epoch reports
+    row = {"k": 2, "pack": 6, "suite_wall_s": 100.0, "run_wall_s_mean": 3.0, "gpu_util_mean": [50.0],
+           "epoch_s_by_task": {c: 1.0 for c in TASKS}, "runs_detail": runs}
+    path = tmp_path / "full.json"
+    for epochs, shown in ((2, False), (200, True)):
+        path.write_text(json.dumps({"arch": "gla", "epochs": epochs, "n_gpu": 1, "rows": [row]}))
+        assert main(["--from-json", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert (f"{packed / 3600:.2f} h from trial slots" in out) is shown
+        assert ("CR 195,196,197,198,199,200" in out) is shown
+        whole = 100.0 * sum(settings_per_task.values()) / 6 / 3600  # the pass's 100 s, scaled to every setting
+        assert (f"{whole:.2f} h from the pass's wall time" in out) is shown
