@@ -3,9 +3,9 @@
 # grid, to what its mixer benchmark allows (scripts/lm_vs_mixer_bench.py; docs/gpu.md)?
 #   1. compile the grid's LM kernels and the benchmark's kernels in parallel processes
 #      (scripts/gpu/warm_kernels.py; minutes per mixer with full autotuning);
-#   2. run the grid (one trial at a time on a quiet GPU; steady-state tokens/s);
-#   3. benchmark the grid's mixers at the LM's mixer shape (the scale's d_model and sequence
-#      length, the micro-batch's tokens per step);
+#   2. benchmark the grid's mixers at the LM's mixer shape (the scale's d_model and sequence
+#      length, the micro-batch's tokens per step): minutes, so it goes before the long part;
+#   3. run the grid (one trial at a time on a quiet GPU; steady-state tokens/s);
 #   4. print the ratio table; leave lm.csv, bench.json, logs and ratio.txt in OUTDIR.
 #   scripts/gpu/lm_vs_bench.sh GRID.yaml OUTDIR        (JOBS=10 warm-up processes by default;
 #   RESULTS=DIR the results store, default OUTDIR/results; BUDGET_S=N stops every step by then;
@@ -43,11 +43,11 @@ lim "$py" scripts/gpu/warm_kernels.py bench --mixers "${mix[@]}" --seq-lens "$se
 bench_pid=$!
 wait "$lm_pid" "$bench_pid"   # (wait on the pids: a pgrep for the script name would match this shell)
 cat "$out/warm-lm.log" "$out/warm-bench.log"
-lim "$py" -m grid run "$grid" --results "$results" > "$out/run.log" 2>&1
-grep -v "running |" "$out/run.log" | tail -15
 lim "$py" -m grid bench mixers --mixers "${mix[@]}" --d-model "$d_model" --seq-lens "$seq_len" \
   --tokens $(( micro * seq_len )) --autotune "$autotune" --json "$out/bench.json" > "$out/bench.log" 2>&1
 tail -n $(( ${#mix[@]} + 3 )) "$out/bench.log"
+lim "$py" -m grid run "$grid" --results "$results" > "$out/run.log" 2>&1
+grep -v "running |" "$out/run.log" | tail -15
 "$py" -m grid results query --results "$results" --format csv \
   "SELECT model_id, mixer, compiled, autotune, triton, tokens_per_s, mfu, peak_mem_gib, status FROM results WHERE suite = 'lm'" \
   > "$out/lm.csv"
