@@ -111,14 +111,17 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
         calls.append((argv, default_arch, worker_env("full")))
         return 0
 
-    args = argparse.Namespace(arch="gla", n_gpu=1, data_path="d", cuda_graph="on", autotune="full", compile="on")
+    args = argparse.Namespace(arch="gla", n_gpu=1, data_path="d", cuda_graph="on", autotune="full", compile="on",
+                              settings="all", only=["seq_len=512", "seq_len=1024"])
     warm_kernels(args, fake_mad_main)
     assert [c[2]["FLA_CACHE_RESULTS"] for c in calls] == ["0", "1"]  # crowded pass keeps no tuned choice
     ks = [c[0][c[0].index("--n-tasks-gpu") + 1] for c in calls]
-    assert ks == ["6", "1"] and all(c[1] == "gla" for c in calls)
+    assert ks == ["8", "1"] and all(c[1] == "gla" for c in calls)  # the 8 selected settings at once, then one by one
     for argv, _, _ in calls:  # one short run per task, with the timed runs' kernel policies
         assert argv[argv.index("--lrs") + 1:argv.index("--wds")] == ["1e-3"]
         assert argv[argv.index("--compile") + 1] == "on" and argv[argv.index("--autotune") + 1] == "full"
+        assert argv[argv.index("--settings") + 1:argv.index("--settings") + 5] == ["all", "--only", "seq_len=512",
+                                                                                   "seq_len=1024"]
     assert os.environ["FLA_CACHE_RESULTS"] == "1"
     monkeypatch.delenv("FLA_CACHE_RESULTS")
     assert "FLA_CACHE_RESULTS" not in worker_env("first")
@@ -148,3 +151,29 @@ def test_full_protocol_estimate_uses_each_trials_slowest_run_and_scales_to_every
         assert ("CR 195,196,197,198,199,200" in out) is shown
         whole = 100.0 * sum(settings_per_task.values()) / 6 / 3600  # the pass's 100 s, scaled to every setting
         assert (f"{whole:.2f} h from the pass's wall time" in out) is shown
+
+
+def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, capsys):
+    from grid.bench.mad_scaling import full_suite_from_runs_s, setting_costs
+
+    runs = [{"task": c, "wall_s": 100.0, "epochs_run": 200} for c in TASKS for _ in range(6)]
+    full = {"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [
+        {"k": 3, "pack": 6, "compile": "on", "suite_wall_s": 200.0, "run_wall_s_mean": 100.0, "gpu_util_mean": [90.0],
+         "epoch_s_by_task": {c: 2.0 for c in TASKS}, "runs_detail": runs}]}
+    longer = {"arch": "gla", "epochs": 3, "n_gpu": 1, "rows": [
+        {"k": 3, "pack": 6, "compile": "on", "epoch_s_by_setting": {"FR seq_len=1024": 8.0, "FR seq_len=512": 4.0}}]}
+    cost = setting_costs(full, longer)
+    assert cost == {"FR seq_len=1024": 4.0, "FR seq_len=512": 2.0}
+    # FR's two long settings each cost 1 baseline slot by batch count; measured, 4 and 2: 4 slots more
+    plain, measured = full_suite_from_runs_s(runs, 3, 6), full_suite_from_runs_s(runs, 3, 6, cost)
+    assert measured - plain == pytest.approx((3 + 1) * 100.0 / 3)
+    f, o = tmp_path / "full.json", tmp_path / "long.json"
+    f.write_text(json.dumps(full))
+    o.write_text(json.dumps(longer))
+    assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
+    out = capsys.readouterr().out
+    assert "FR seq_len=1024 4.00x" in out and f"{measured / 3600:.2f} h from trial slots" in out
+    longer["rows"][0]["k"] = 2  # measured under other sharing: refused
+    o.write_text(json.dumps(longer))
+    with pytest.raises(SystemExit):
+        main(["--from-json", str(f), "--setting-costs", str(o)])

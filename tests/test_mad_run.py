@@ -123,3 +123,15 @@ def test_pack_size_auto_follows_gpus_and_bad_values_are_rejected():
     for bad in ("0", "-2", "x", "2.5"):
         with pytest.raises(SystemExit):
             _args(["--pack", bad])
+
+
+def test_only_keeps_the_named_settings_of_every_task_and_refuses_unknown_ids(capsys):
+    from evals.mad.run import main
+
+    assert main(["--tasks", "CR", "FR", "M", "--only", "seq_len=512", "seq_len=1024", "--log-parameters"],
+                default_arch="gla") == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:2] in ("CR", "FR", "M ")]
+    assert sorted((r[0], r[2]) for r in rows) == [("CR", "1,024"), ("CR", "512"), ("FR", "1,024"), ("FR", "512")]
+    assert main(["--tasks", "M", "--only", "seq_len=9", "--log-parameters"], default_arch="gla") == 2
+    err = capsys.readouterr().err
+    assert "--only seq_len=9: no such setting" in err and "vocab_size=8192" in err

@@ -33,6 +33,8 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
+    p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
+                   help="only these settings of --tasks, by the id the results use (baseline, seq_len=1024, ...)")
     p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
     p.add_argument("--max-train-examples", type=int, default=None,
                    help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
@@ -194,6 +196,14 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.only:
+        known = {s.setting_id for s in settings}
+        unknown = [x for x in args.only if x not in known]
+        if unknown:
+            print(f"error: --only {' '.join(unknown)}: no such setting among the {len(settings)} selected; "
+                  f"their ids: {', '.join(sorted(known))}", file=sys.stderr)
+            return 2
+        settings = [s for s in settings if s.setting_id in args.only]
     if args.log_parameters:
         return log_parameters(args, settings)
 

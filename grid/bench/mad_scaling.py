@@ -88,11 +88,13 @@ def full_suite_serial_s(epoch_s_by_task: dict[str, float], epochs: int = 200) ->
                / batches_per_epoch(base[s.code]) for s in all_settings())
 
 
-def full_suite_from_runs_s(runs: list[dict], k: int, pack: int) -> float:
+def full_suite_from_runs_s(runs: list[dict], k: int, pack: int, cost: dict[str, float] | None = None) -> float:
     """Seconds for all 66 settings on one GPU from full-protocol runs of the six baselines (early
     stopping included): a trial holds its GPU slot until its slowest run ends, k trials share the GPU,
     and every setting of a task costs what its baseline cost, scaled by its batches per epoch. The
-    baselines' early stopping is applied to every setting: harder settings may stop later."""
+    baselines' early stopping is applied to every setting: harder settings may stop later. `cost` maps
+    "TASK setting_id" to a measured cost relative to the task's baseline (per epoch), replacing the
+    batch count ratio for those settings (batches alone miss that longer sequences cost more per batch)."""
     from evals.mad.settings import all_settings  # noqa: PLC0415
 
     by_task: dict[str, list[float]] = {}
@@ -101,16 +103,30 @@ def full_suite_from_runs_s(runs: list[dict], k: int, pack: int) -> float:
     # pack 1: each run is a trial; pack > 1: the task's runs in trials of `pack`, each as long as its slowest
     slot_s = {t: (sum(w) if pack == 1 else max(w) * -(-len(w) // pack)) for t, w in by_task.items()}
     base = {s.code: s for s in all_settings(which="baseline")}
-    return sum(slot_s.get(s.code, float("nan")) * batches_per_epoch(s) / batches_per_epoch(base[s.code])
+    cost = cost or {}
+    return sum(slot_s.get(s.code, float("nan"))
+               * cost.get(f"{s.code} {s.setting_id}", batches_per_epoch(s) / batches_per_epoch(base[s.code]))
                for s in all_settings()) / k
 
 
-def settings_per_baseline() -> float:
-    """The 66 settings' cost in units of the six baselines' (batches per epoch; about 11)."""
+def settings_per_baseline(cost: dict[str, float] | None = None) -> float:
+    """The 66 settings' cost in units of the six baselines' (batches per epoch, or `cost` where measured)."""
     from evals.mad.settings import all_settings  # noqa: PLC0415
 
-    base = {s.code: s for s in all_settings(which="baseline")}
-    return sum(batches_per_epoch(s) / batches_per_epoch(base[s.code]) for s in all_settings()) / len(base)
+    base, cost = {s.code: s for s in all_settings(which="baseline")}, cost or {}
+    return sum(cost.get(f"{s.code} {s.setting_id}", batches_per_epoch(s) / batches_per_epoch(base[s.code]))
+               for s in all_settings()) / len(base)
+
+
+def setting_costs(full: dict, other: dict) -> dict[str, float]:
+    """Per-epoch cost of `other`'s settings relative to their task's baseline in `full` (same k and pack)."""
+    a, b = full["rows"][0], other["rows"][0]
+    if (a["k"], a.get("pack", 1), a.get("compile", "off")) != (b["k"], b.get("pack", 1), b.get("compile", "off")):
+        raise ValueError(f"--setting-costs: measured at k={b['k']} pack={b.get('pack', 1)} compile="
+                         f"{b.get('compile', 'off')}, the report at k={a['k']} pack={a.get('pack', 1)} "
+                         f"compile={a.get('compile', 'off')}")
+    return {name: secs / a["epoch_s_by_task"][name.split()[0]] for name, secs in b["epoch_s_by_setting"].items()
+            if name.split()[0] in a["epoch_s_by_task"]}
 
 
 def print_report(report: dict) -> None:
@@ -143,10 +159,11 @@ def print_report(report: dict) -> None:
           "runs' wall times,\nthe baselines' early stopping applied to every setting of their task")
     for row in report["rows"]:
         runs = row.get("runs_detail", [])
-        row["est_full_suite_h_from_runs"] = full_suite_from_runs_s(runs, row["k"], row.get("pack", 1)) / 3600 / n_gpu
+        cost = report.get("setting_costs", {})
+        row["est_full_suite_h_from_runs"] = full_suite_from_runs_s(runs, row["k"], row.get("pack", 1), cost) / 3600 / n_gpu
         # the slots' sum assumes k trials always share the GPU (optimistic: the last trials run with fewer
         # neighbours); scaling the whole pass's wall time, its ragged end included, is the pessimistic side
-        row["est_full_suite_h_from_suite_wall"] = row["suite_wall_s"] * settings_per_baseline() / 3600 / n_gpu
+        row["est_full_suite_h_from_suite_wall"] = row["suite_wall_s"] * settings_per_baseline(cost) / 3600 / n_gpu
         stops = {t: sorted(int(r["epochs_run"] or 0) for r in runs if r["task"] == t) for t in sorted({r["task"] for r in runs})}
         print(f"k={row['k']} pack={row.get('pack', 1)} compile={row.get('compile', 'off')}: "
               f"{row['est_full_suite_h_from_runs']:.2f} h from trial slots, "
@@ -174,18 +191,26 @@ def merge_reports(reports: list[dict]) -> dict:
     return merged
 
 
+def selection(args) -> list[str]:
+    """The MAD command's setting selection: the six baselines, or every setting of some lengths."""
+    return ["--settings", args.settings, *(["--only", *args.only] if args.only else [])]
+
+
 def warm_kernels(args, mad_main) -> None:
-    """Two untimed passes of one short run per task before the timed ones, so that no timed run pays
-    for Triton: first all six tasks at once (fla compiles every autotuning candidate, CPU-bound;
+    """Two untimed passes of one short run per setting before the timed ones, so that no timed run pays
+    for Triton: first every setting at once (up to 16) (fla compiles every autotuning candidate, CPU-bound;
     FLA_CACHE_RESULTS=0, so no choice timed on a crowded GPU is kept), then one run at a time
     (Triton finds compiled binaries and times the candidates on a quiet GPU; fla caches the choice
     on disk for the timed workers). Inductor's cache fills in the first pass when --compile on."""
     import os  # noqa: PLC0415
 
-    base = ["--settings", "baseline", "--epochs", "1", "--max-train-examples", "256", "--lrs", "1e-3", "--wds", "0",
+    base = [*selection(args), "--epochs", "1", "--max-train-examples", "256", "--lrs", "1e-3", "--wds", "0",
             "--n-gpu", str(args.n_gpu), "--data-path", args.data_path, "--num-workers", "4",
             "--cuda-graph", args.cuda_graph, "--pack", "1", "--autotune", args.autotune, "--compile", args.compile]
-    for k, cache in ((6, "0"), (1, "1")):
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+
+    n = sum(1 for s in all_settings(which=args.settings) if not args.only or s.setting_id in args.only)
+    for k, cache in ((min(max(n, 1), 16), "0"), (1, "1")):
         work = Path(tempfile.mkdtemp(prefix=f"madbench-warm-k{k}-"))
         before = os.environ.get("FLA_CACHE_RESULTS")
         os.environ["FLA_CACHE_RESULTS"] = cache  # the MAD command hands it to its Ray workers
@@ -215,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=("on", "off"), default="off", help="passed to the MAD runs (recorded)")
     p.add_argument("--warm", action="store_true",
                    help="first compile and autotune every task's kernels in two untimed passes (see warm_kernels)")
+    p.add_argument("--settings", choices=("baseline", "all"), default="baseline",
+                   help="which settings to run (the estimates assume the six baselines; other selections feed "
+                        "--setting-costs)")
+    p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
+                   help="only these setting ids (e.g. --settings all --only seq_len=512 seq_len=1024)")
+    p.add_argument("--setting-costs", default=None, metavar="REPORT",
+                   help="with --from-json of a 200-epoch baseline report: a report of other settings at the same k "
+                        "and pack; their measured epoch time over their task's baseline epoch time replaces the "
+                        "batch count ratio in the full-protocol estimate")
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
@@ -225,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --from-json: replace a task's epoch time at the reference (smallest) k (e.g. CR=2.19 "
                         "when a saved mean carries a one-off kernel compile)")
     p.add_argument("--like", nargs="*", default=[], metavar="TASK=OTHER",
-                   help="with --from-json: use OTHER's epoch time for TASK in every row (e.g. CR=NR: same length and "
-                        "example counts, while CR's runs came first and paid each fresh worker's kernel compile)")
+                   help="with --from-json: use OTHER's epoch time (and, in 200-epoch reports, OTHER's runs) for TASK "
+                        "in every row (e.g. CR=NR: same length and example counts, while CR's runs came first and paid "
+                        "each fresh worker's kernel compile; CR=FR in a full-protocol report: as if CR never stopped early)")
     args = p.parse_args(argv)
     if args.from_json:
         try:
@@ -246,6 +281,16 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"--like {item!r}: expected TASK=OTHER with both in {sorted(known)}")
             for row in report["rows"]:
                 row["epoch_s_by_task"][task] = row["epoch_s_by_task"][other]
+                runs = row.get("runs_detail", [])  # and, for full-protocol reports, OTHER's runs stand in for TASK's
+                row["runs_detail"] = [r for r in runs if r["task"] != task] + [
+                    {**r, "task": task} for r in runs if r["task"] == other]
+        if args.setting_costs:
+            try:
+                report["setting_costs"] = setting_costs(report, json.loads(Path(args.setting_costs).read_text()))
+            except ValueError as exc:
+                p.error(str(exc))
+            print("measured cost per epoch relative to the task's baseline: "
+                  + ", ".join(f"{n} {c:.2f}x" for n, c in sorted(report["setting_costs"].items())))
         print_report(report)
         return 0
 
@@ -257,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm:
         warm_kernels(args, mad_main)
     report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "provenance": provenance(), "rows": [],
-              "warmed": args.warm}
+              "warmed": args.warm, "settings": args.settings, "only": args.only}
     for k in args.k:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
-        cmd = ["--settings", "baseline", "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
+        cmd = [*selection(args), "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
                "--n-tasks-gpu", str(k), "--results", str(work / "results"), "--ray-tmp-path", str(work / "ray"),
                "--data-path", args.data_path, "--num-workers", "4", "--cuda-graph", args.cuda_graph, "--pack", str(args.pack),
                "--autotune", args.autotune, "--compile", args.compile]
@@ -277,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                "gpu_util_mean": gpu.mean_util(), "gpu_mem_max_mib": gpu.max_mem_mib(),
                "epoch_s_by_task": {t: float((g.train_wall_s / g.epochs_run).median()) for t, g in ok.groupby("task")},
                "epoch_s_mean_by_task": {t: float((g.train_wall_s / g.epochs_run).mean()) for t, g in ok.groupby("task")},
+               "epoch_s_by_setting": {f"{t} {st}": float((g.train_wall_s / g.epochs_run).median())
+                                      for (t, st), g in ok.groupby(["task", "setting"])},
                "errors": sorted({f"{r.task}: {r.error}"[:400] for r in df[df.status != "ok"].itertuples()}),
                "runs_detail": json.loads(df[[c for c in RUN_COLUMNS if c in df]].to_json(orient="records"))}
         report["rows"].append(row)
