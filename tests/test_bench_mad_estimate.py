@@ -116,7 +116,7 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
     warm_kernels(args, fake_mad_main)
     assert [c[2]["FLA_CACHE_RESULTS"] for c in calls] == ["0", "1"]  # crowded pass keeps no tuned choice
     ks = [c[0][c[0].index("--n-tasks-gpu") + 1] for c in calls]
-    assert ks == ["8", "1"] and all(c[1] == "gla" for c in calls)  # the 8 selected settings at once, then one by one
+    assert ks == ["6", "1"] and all(c[1] == "gla" for c in calls)  # 6 of the 8 selected settings at once, then one by one
     for argv, _, _ in calls:  # one short run per task, with the timed runs' kernel policies
         assert argv[argv.index("--lrs") + 1:argv.index("--wds")] == ["1e-3"]
         assert argv[argv.index("--compile") + 1] == "on" and argv[argv.index("--autotune") + 1] == "full"
