@@ -177,3 +177,19 @@ def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, c
     o.write_text(json.dumps(longer))
     with pytest.raises(SystemExit):
         main(["--from-json", str(f), "--setting-costs", str(o)])
+
+
+def test_like_in_a_full_protocol_report_swaps_runs_and_drops_the_pass_wall_estimate(tmp_path, capsys):
+    from grid.bench.mad_scaling import full_suite_from_runs_s
+
+    runs = [{"task": c, "wall_s": 10.0 if c == "CR" else 100.0, "epochs_run": 5 if c == "CR" else 200}
+            for c in TASKS for _ in range(6)]
+    row = {"k": 3, "pack": 6, "suite_wall_s": 300.0, "run_wall_s_mean": 3.0, "gpu_util_mean": [90.0],
+           "epoch_s_by_task": {c: 1.0 for c in TASKS}, "runs_detail": runs}
+    path = tmp_path / "full.json"
+    path.write_text(json.dumps({"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [row]}))
+    assert main(["--from-json", str(path), "--like", "CR=FR"]) == 0
+    out = capsys.readouterr().out
+    as_if = full_suite_from_runs_s([{**r, "wall_s": 100.0} for r in runs], 3, 6)  # CR as long as FR
+    assert f"{as_if / 3600:.2f} h from trial slots, n/a (--like) from the pass's wall time" in out
+    assert "CR 200,200,200,200,200,200" in out

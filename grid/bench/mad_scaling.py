@@ -163,11 +163,13 @@ def print_report(report: dict) -> None:
         row["est_full_suite_h_from_runs"] = full_suite_from_runs_s(runs, row["k"], row.get("pack", 1), cost) / 3600 / n_gpu
         # the slots' sum assumes k trials always share the GPU (optimistic: the last trials run with fewer
         # neighbours); scaling the whole pass's wall time, its ragged end included, is the pessimistic side
-        row["est_full_suite_h_from_suite_wall"] = row["suite_wall_s"] * settings_per_baseline(cost) / 3600 / n_gpu
+        row["est_full_suite_h_from_suite_wall"] = (None if row.get("runs_substituted") else
+                                                   row["suite_wall_s"] * settings_per_baseline(cost) / 3600 / n_gpu)
+        wall = row["est_full_suite_h_from_suite_wall"]
         stops = {t: sorted(int(r["epochs_run"] or 0) for r in runs if r["task"] == t) for t in sorted({r["task"] for r in runs})}
         print(f"k={row['k']} pack={row.get('pack', 1)} compile={row.get('compile', 'off')}: "
               f"{row['est_full_suite_h_from_runs']:.2f} h from trial slots, "
-              f"{row['est_full_suite_h_from_suite_wall']:.2f} h from the pass's wall time; epochs run per task: "
+              + ("n/a (--like)" if wall is None else f"{wall:.2f} h") + " from the pass's wall time; epochs run per task: "
               + "; ".join(f"{t} {','.join(map(str, e))}" for t, e in stops.items()))
 
 
@@ -270,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             report = merge_reports([json.loads(Path(f).read_text()) for f in args.from_json])
         except ValueError as exc:
             p.error(str(exc))
+        if args.setting_costs:  # against the baselines as measured, before any --epoch-s / --like
+            try:
+                report["setting_costs"] = setting_costs(report, json.loads(Path(args.setting_costs).read_text()))
+            except ValueError as exc:
+                p.error(str(exc))
+            print("measured cost per epoch relative to the task's baseline: "
+                  + ", ".join(f"{n} {c:.2f}x" for n, c in sorted(report["setting_costs"].items())))
         for item in args.epoch_s:
             task, _, secs = item.partition("=")
             if task not in report["rows"][0]["epoch_s_by_task"] or not secs:
@@ -286,13 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = row.get("runs_detail", [])  # and, for full-protocol reports, OTHER's runs stand in for TASK's
                 row["runs_detail"] = [r for r in runs if r["task"] != task] + [
                     {**r, "task": task} for r in runs if r["task"] == other]
-        if args.setting_costs:
-            try:
-                report["setting_costs"] = setting_costs(report, json.loads(Path(args.setting_costs).read_text()))
-            except ValueError as exc:
-                p.error(str(exc))
-            print("measured cost per epoch relative to the task's baseline: "
-                  + ", ".join(f"{n} {c:.2f}x" for n, c in sorted(report["setting_costs"].items())))
+                row["runs_substituted"] = True  # the pass's measured wall time no longer describes these runs
         print_report(report)
         return 0
 
