@@ -14,6 +14,10 @@ batches = ceil(train examples / 128) + ceil(test examples / 128). Cost per batch
 MAD's width (128) a step is launch-bound; measured on an H100, 2-epoch gla runs of tasks with 32, 128
 and 256 tokens per sequence (same example counts) took 2.2, 2.0-2.2 and 2.5 s per epoch. Early stopping
 at accuracy 0.999 makes the real suite shorter, so the estimate is an upper bound for that reason.
+With `--epochs 200` (the protocol) the runs stop early as the suite's would, and a second estimate
+prices every setting at its task baseline's measured trial time (`full_suite_from_runs_s`);
+`--settings all --only ID...` measures other settings, and `--setting-costs` feeds their measured
+cost into that estimate.
 `--from-json REPORT` recomputes the table from a saved report without running anything. `--warm`
 compiles and autotunes every task's kernels in two untimed passes first (`warm_kernels`), so that no
 timed run pays for Triton (without it, the first runs of each fresh worker do: see `--like`).
