@@ -67,3 +67,12 @@ def test_leaderboard_text_from_store(tmp_path):
     assert out.index("### scale 340M") < out.index("### scale 1.3B")
     with pytest.raises(NoResults, match="grid 'nope'"):
         leaderboard_text(tmp_path, grid="nope")
+
+
+def test_ok_rows_that_ran_a_reference_backend_on_a_gpu_say_so():
+    rows = [_row("a", "Mamba2", 3.1, backend="mamba2=reference", gpu_name="NVIDIA H100 80GB HBM3"),
+            _row("b", "GLA", 3.0, backend="gla=fused,attention=fused", gpu_name="NVIDIA H100 80GB HBM3"),
+            _row("c", "Mamba2", 3.2, backend="mamba2=reference", gpu_name=None)]  # CPU: the reference is the point
+    t = lm_leaderboard(pd.DataFrame(rows))["340M"].set_index("trial_key")
+    assert t.loc["a", "note"] == "reference backend on GPU (mamba2): not fused-kernel speed"
+    assert t.loc["b", "note"] == "" and t.loc["c", "note"] == ""

@@ -36,7 +36,7 @@ UNKNOWN_SCALE = "(no scale)"
 def _note(row) -> str:
     status = row["status"]
     if status == "ok":
-        return ""
+        return _reference_on_gpu(row)
     if status in ("diverged", "nan") and not is_missing(row.get("diverged_step")):
         return f"at step {int(row['diverged_step'])}"
     err = row.get("error")
@@ -44,6 +44,16 @@ def _note(row) -> str:
         last = str(err).strip().splitlines()[-1].strip()
         return last if len(last) <= 70 else last[:67] + "..."
     return ""
+
+
+def _reference_on_gpu(row) -> str:
+    """Backend `auto` falls back to the plain-torch reference where a fused kernel is missing: on a GPU
+    that row's tokens/s and MFU are not what the architecture's kernels do, so the table says so."""
+    backend, gpu = row.get("backend"), row.get("gpu_name")
+    if is_missing(backend) or is_missing(gpu):
+        return ""
+    ref = [part.split("=", 1)[0] for part in str(backend).split(",") if part.endswith("=reference")]
+    return f"reference backend on GPU ({', '.join(ref)}): not fused-kernel speed" if ref else ""
 
 
 def _scale_order(df: pd.DataFrame) -> list:
