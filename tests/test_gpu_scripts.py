@@ -98,5 +98,12 @@ def test_lm_vs_bench_reads_the_lm_shape_from_the_grid(tmp_path):
                         str(ROOT / "configs" / "grids" / "throughput-350m.yaml"), str(tmp_path / "out")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert ("d_model 1024, T 2048, 24 layers, micro-batch 16, "
+    assert ("d_model 1024, T 2048, 24 layers, micro-batch 16, autotune full, "
             "mixers attention deltanet gated_deltanet gla hgrn2 retnet") in p.stdout
+    grid = str(ROOT / "configs" / "grids" / "throughput-350m-rest.yaml")
+    first = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "lm_vs_bench.sh"), grid, str(tmp_path / "o2")],
+                           cwd=ROOT, env={**env, "AUTOTUNE": "first"}, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "autotune first, mixers attention gated_deltanet" in first.stdout
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "lm_vs_bench.sh"), grid, str(tmp_path / "o3")],
+                         cwd=ROOT, env={**env, "AUTOTUNE": "fastest"}, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "AUTOTUNE=fastest: expected full or first" in bad.stderr
