@@ -198,7 +198,7 @@ def merge_reports(reports: list[dict]) -> dict:
 
 
 def selection(args) -> list[str]:
-    """The MAD command's setting selection: the six baselines, or every setting of some lengths."""
+    """The MAD command's setting selection: the six baselines, or the settings that --only names."""
     return ["--settings", args.settings, *(["--only", *args.only] if args.only else [])]
 
 
