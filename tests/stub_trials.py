@@ -53,3 +53,26 @@ def thread_trial(config, ctx):
     time.sleep(float(config.get("sleep_s", 1.0)))
     return {"entered": entered, "left": time.time(), "worker_pid": os.getpid(),
             "thread_name": threading.current_thread().name, "thread_id": str(threading.get_ident())}
+
+
+def counted_trial(config, ctx):
+    """Appends a line to config['log'] per execution (how often a packed member really ran)."""
+    with open(config["log"], "a") as f:
+        f.write("ran\n")
+    return {"score": 1.0}
+
+
+def dies_after_row(config, ctx):
+    """Kills its whole process once the row of trial config['wait_key'] is in the store under config['store']
+    (so that row was handed over while the pack still ran); with config['marker'], only the first time."""
+    with open(config["log"], "a") as f:
+        f.write("ran\n")
+    marker = Path(config["marker"]) if config.get("marker") else None
+    if marker is not None and marker.exists():
+        return {"score": 2.0}
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(Path(config["store"]).rglob(f"{config['wait_key']}.parquet")):
+        time.sleep(0.1)
+    if marker is not None:
+        marker.write_text("died once")
+    os._exit(3)

@@ -82,3 +82,19 @@ def test_packs_count_their_runs():
     line = cb.line()
     assert "1/2 done (1 partial)" in line and "0 failed" in line  # the pack itself finished
     assert "runs: 2/5 done, 1 failed" in line                     # its runs, one of them failed
+
+
+def test_packed_runs_count_as_they_finish_and_survive_their_pack_dying(monkeypatch):
+    import json
+
+    from grid.run.trainable import MEMBER_ROW_KEY
+
+    cb = ProgressCallback(1, experiment="x", stream=io.StringIO(), n_runs=3)
+    members = [SimpleNamespace(trial_key=k) for k in ("m1", "m2", "m3")]
+    monkeypatch.setattr(callbacks, "spec_of", lambda trial: SimpleNamespace(members=members))
+    a = _trial("a")
+    cb.on_trial_start(0, [], a)
+    cb.on_trial_result(0, [], a, {MEMBER_ROW_KEY: json.dumps({"trial_key": "m1", "status": "ok"})})
+    assert "runs: 1/3 done, 0 failed" in cb.line()  # while its pack still runs
+    cb.on_trial_error(0, [], a)  # the process died: the finished run stays done, the other two failed
+    assert "runs: 1/3 done, 2 failed" in cb.line()

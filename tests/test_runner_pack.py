@@ -162,3 +162,32 @@ def test_a_failing_member_is_retried_in_its_thread(ray_2cpu, tmp_path):
     df = store.df().set_index("trial_key")
     assert df.loc[flaky.trial_key].status == "ok" and df.loc[flaky.trial_key].attempt == 2  # second attempt
     assert df.loc[fine.trial_key].attempt == 1
+
+
+def _dying_pack(tmp_path, *, retry: bool):
+    ok = _trial("counted_trial", log=str(tmp_path / "ok.log"))
+    dies = _trial("dies_after_row", log=str(tmp_path / "dies.log"), store=str(tmp_path / "store"),
+                  wait_key=ok.trial_key, marker=str(tmp_path / "died") if retry else None)
+    return ok, dies, make_pack([ok, dies])
+
+
+def test_members_that_finished_keep_their_rows_when_the_pack_process_dies(ray_2cpu, tmp_path):
+    ok, dies, pack = _dying_pack(tmp_path, retry=False)
+    store = ResultsStore(tmp_path / "store")
+    s = run_trials([pack], store=store, experiment="dies", storage_dir=tmp_path / "ray", progress=False,
+                   max_failures=0)
+    df = store.df().set_index("trial_key")
+    assert df.loc[ok.trial_key, "status"] == "ok" and df.loc[ok.trial_key, "score"] == 1.0
+    assert df.loc[dies.trial_key, "status"] == "error"  # the process died under it
+    assert s.statuses == {ok.trial_key: "ok", dies.trial_key: "error"}
+
+
+def test_a_retried_pack_runs_only_the_members_without_a_row(ray_2cpu, tmp_path):
+    ok, dies, pack = _dying_pack(tmp_path, retry=True)
+    store = ResultsStore(tmp_path / "store")
+    s = run_trials([pack], store=store, experiment="retry", storage_dir=tmp_path / "ray", progress=False,
+                   max_failures=1)
+    assert s.statuses == {ok.trial_key: "ok", dies.trial_key: "ok"}
+    assert (tmp_path / "ok.log").read_text().count("ran") == 1  # restored from the pack's checkpoint, not re-run
+    assert (tmp_path / "dies.log").read_text().count("ran") == 2
+    assert store.df().set_index("trial_key").loc[dies.trial_key, "score"] == 2.0

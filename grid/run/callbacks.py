@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from grid.run.trainable import PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
+from grid.run.trainable import MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class StoreCallback(Callback):
         self.write_errors: dict[str, str] = {}
         self._prov: dict[str, dict[str, Any]] = {}
         self._curves: dict[str, dict[Any, dict[str, Any]]] = {}  # trial_id -> step -> curve row
+        self._early: dict[str, set[str]] = {}  # trial_id -> packed members whose row is already written
 
     # per-attempt provenance arrives with the first report of every attempt
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -94,6 +95,23 @@ class StoreCallback(Callback):
         point = {k[len(CURVE_PREFIX):]: v for k, v in result.items() if k.startswith(CURVE_PREFIX)}
         if point:
             self._curves.setdefault(trial.trial_id, {})[point.get("step")] = point
+        if result.get(MEMBER_ROW_KEY):
+            self._write_member(trial, result[MEMBER_ROW_KEY])
+
+    def _write_member(self, trial, blob: str) -> None:
+        """A packed member finished: its row goes to the store now, so a later crash of the pack's
+        process cannot take it along (grid/run/pack.py)."""
+        try:
+            spec, row = spec_of(trial), json.loads(blob)
+        except Exception as exc:  # noqa: BLE001
+            log.error("lingrid: cannot read a member row of trial %s: %s", trial, exc)
+            return
+        member = next((m for m in spec.members if m.trial_key == row.get("trial_key")), None)
+        if member is None:
+            log.error("lingrid: trial %s reported a row for %s, not one of its members", trial, row.get("trial_key"))
+            return
+        self._write(member, row, attempt=row.get("attempt") or trial.num_failures + 1)
+        self._early.setdefault(trial.trial_id, set()).add(member.trial_key)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         try:
@@ -110,15 +128,19 @@ class StoreCallback(Callback):
             payload.update(status="error", error="the trial finished without reporting its final result "
                                                  "(the trial function returned early through Tune?)")
         self._write_curve(spec, trial)
+        self._early.pop(trial.trial_id, None)  # the final payload holds every member's row: written again
         self._write_all(spec, payload, attempt=trial.num_failures + 1)
 
-    def _write_all(self, spec, payload: dict[str, Any], attempt: int | None) -> None:
-        """The trial's row, or for a pack one row per member (its own payload, or the pack's error)."""
+    def _write_all(self, spec, payload: dict[str, Any], attempt: int | None, keep: frozenset | set = frozenset()) -> None:
+        """The trial's row, or for a pack one row per member (its own payload, or the pack's error);
+        members in `keep` already have their row."""
         if not spec.members:
             self._write(spec, payload, attempt=attempt)
             return
         by_key = {r.get("trial_key"): r for r in payload.get("members") or [] if isinstance(r, dict)}
         for member in spec.members:
+            if member.trial_key in keep:
+                continue
             row = by_key.get(member.trial_key)
             if row is None:
                 row = {k: v for k, v in payload.items() if k != "members"}
@@ -150,7 +172,8 @@ class StoreCallback(Callback):
                 payload["wall_s"] = (_dt.datetime.now(_dt.timezone.utc) - t0).total_seconds()
             except ValueError:
                 pass
-        self._write_all(spec, payload, attempt=max(trial.num_failures, 1))
+        # packed members that finished before the process died keep their own rows
+        self._write_all(spec, payload, attempt=max(trial.num_failures, 1), keep=self._early.pop(trial.trial_id, set()))
 
     @staticmethod
     def _error_text(trial) -> str:
@@ -206,7 +229,7 @@ class StoreCallback(Callback):
 
     def __getstate__(self):  # pickled into tuner.pkl: keep only the configuration
         return {"store": self.store, "experiment": self.experiment, "written": {}, "write_errors": {}, "_prov": {},
-                "_curves": {}}
+                "_curves": {}, "_early": {}}
 
 
 def _fmt_s(s: float) -> str:
@@ -241,6 +264,7 @@ class ProgressCallback(Callback):
         self.walls: list[float] = []
         self.max_running = 0
         self.run_statuses: dict[str, list[str]] = {}  # trial_id -> statuses of its runs (with n_runs)
+        self.early_runs: dict[str, dict[str, str]] = {}  # trial_id -> packed member -> status, as they finish
         self._last_print = 0.0
         self._last_line = ""
 
@@ -271,6 +295,18 @@ class ProgressCallback(Callback):
             self.run_statuses[trial.trial_id] = self._member_statuses(trial, res)
         self._maybe_print(force=True)
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.n_runs is None or not result.get(MEMBER_ROW_KEY):
+            return
+        try:
+            row = json.loads(result[MEMBER_ROW_KEY])
+        except ValueError:
+            return
+        early = self.early_runs.setdefault(trial.trial_id, {})
+        early[str(row.get("trial_key"))] = str(row.get("status", "error"))
+        self.run_statuses[trial.trial_id] = list(early.values())
+        self._maybe_print()
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
         self.statuses[trial.trial_id] = "error"
@@ -279,7 +315,8 @@ class ProgressCallback(Callback):
                 n = max(len(spec_of(trial).members), 1)
             except Exception:  # noqa: BLE001 - not one of ours
                 n = 1
-            self.run_statuses[trial.trial_id] = ["error"] * n
+            early = list(self.early_runs.get(trial.trial_id, {}).values())  # packed runs that finished first
+            self.run_statuses[trial.trial_id] = early + ["error"] * max(n - len(early), 0)
         self._maybe_print(force=True)
 
     @staticmethod

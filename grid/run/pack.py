@@ -16,7 +16,10 @@ because a graphed step is mostly kernel time already (docs/gpu.md, session 4).
   payload per member. A member that raises is run again in its thread, up to `retries` times (MAD
   passes --max-failures); after the last attempt it gets an error row with its traceback (the row's
   `attempt` says which), and the others go on.
-  If the whole process dies, Tune retries the pack (members are not checkpointed).
+  Each finished member's row goes to the driver at once (`MEMBER_ROW_KEY`, written to the store
+  right away) together with a checkpoint of every finished member. If the whole process dies,
+  the finished members keep their rows, and Tune's retry (or `Tuner.restore`) runs only the members
+  without a finished row (a member that ended in error gets another chance).
 * Trial functions must be thread-safe to be packed: MAD's seeds and builds its model under a lock,
   and the training loop serialises everything that is not a CUDA-graph replay
   (grid/train/graphed.py, EAGER_LOCK).
@@ -26,14 +29,21 @@ because a graphed step is mostly kernel time already (docs/gpu.md, session 4).
 """
 from __future__ import annotations
 
+import json
+import logging
+import queue
 import threading
 import time
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from grid.keys import content_hash
 
+log = logging.getLogger(__name__)
+
 PACK_TRAINABLE = "grid.run.pack:run_members"
+MEMBERS_FILE = "finished_members.json"  # in the pack's checkpoint: {member trial_key: row payload}
 
 
 def make_pack(members: list, *, resources=None, retries: int = 0):
@@ -87,15 +97,29 @@ def _member_stream():
     return torch.cuda.stream(torch.cuda.Stream())
 
 
-def run_members(spec, head: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run every member of the pack `spec` in its own thread; one row payload per member, in order."""
+def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any]], None] | None = None,
+                done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run every member of the pack `spec` in its own thread; one row payload per member, in order.
+
+    Members whose key is in `done` (rows restored from a checkpoint) are not run again: their rows
+    are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
+    belongs to it) as each member finishes."""
     from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
 
-    rows: list[dict[str, Any] | None] = [None] * len(spec.members)
+    done = done or {}
+    rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    finished: queue.Queue[int] = queue.Queue()
 
     retries = int(spec.config.get("retries", 0))
 
     def one(i: int, member) -> None:
+        try:
+            attempts(i, member)
+        finally:
+            finished.put(i)
+
+    def attempts(i: int, member) -> None:
         for attempt in range(1, retries + 2):
             t0, started = time.time(), utcnow_iso()
             mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt}
@@ -109,13 +133,33 @@ def run_members(spec, head: dict[str, Any]) -> list[dict[str, Any]]:
                            "metrics": dict(ctx.last_metrics),
                            "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
-    threads = [threading.Thread(target=one, args=(i, m), name=f"member-{m.trial_key}", daemon=True)
-               for i, m in enumerate(spec.members)]
+    threads = [threading.Thread(target=one, args=(i, spec.members[i]), name=f"member-{spec.members[i].trial_key}",
+                                daemon=True) for i in todo]
     for t in threads:
         t.start()
+    for _ in todo:
+        i = finished.get()
+        if on_finished is not None and rows[i] is not None:
+            try:
+                on_finished(rows[i])
+            except Exception:  # noqa: BLE001 - the final report still carries the row
+                log.exception("lingrid: could not hand member %s's row over early", spec.members[i].trial_key)
     for t in threads:
         t.join()
     return [r for r in rows if r is not None]
+
+
+def checkpoint_rows(directory: str | Path, done: dict[str, dict[str, Any]]) -> None:
+    """Write the finished members' rows into a checkpoint directory."""
+    Path(directory, MEMBERS_FILE).write_text(json.dumps(done, default=str))
+
+
+def restored_rows(directory: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The finished members' rows of a pack checkpoint directory ({} without one)."""
+    path = Path(directory, MEMBERS_FILE) if directory is not None else None
+    if path is None or not path.exists():
+        return {}
+    return json.loads(path.read_text())
 
 
 def pack_status(rows: list[dict[str, Any]]) -> str:

@@ -29,6 +29,7 @@ START_KEY = "__start__"
 FINAL_KEY = "__final__"
 PROV_KEY = "__prov__"    # JSON: provenance + gpu_index + started_at, reported once at trial start
 ROW_KEY = "__row__"      # JSON: the store row payload, reported once at the end
+MEMBER_ROW_KEY = "__member_row__"  # JSON: one packed member's row payload, reported as it finishes
 TRIAL_KEY = "trial"      # Tune param_space: {"trial": grid_search([{"trial_key": k, "spec": <TrialSpec JSON>}, ...])}
 SPEC_KEY = "spec"
 
@@ -148,9 +149,23 @@ def lingrid_trial(config: dict[str, Any]) -> None:
     tune.report({START_KEY: True, PROV_KEY: _json(head)})
 
     if spec.members:  # a pack: one thread per member, one row per member (grid/run/pack.py)
-        from grid.run.pack import pack_status, run_members
+        import tempfile
 
-        rows = run_members(spec, head)
+        from grid.run.pack import checkpoint_rows, pack_status, restored_rows, run_members
+
+        ckpt = tune.get_checkpoint()  # a retried or restored pack: members that finished are not run again
+        with (ckpt.as_directory() if ckpt is not None else tempfile.TemporaryDirectory()) as d:
+            done = {k: r for k, r in restored_rows(d if ckpt is not None else None).items()
+                    if r.get("status") != "error"}
+
+        def on_finished(row: dict[str, Any]) -> None:
+            if row.get("status") != "error":  # an error gets another chance if the pack is retried
+                done[row["trial_key"]] = row
+            with tempfile.TemporaryDirectory() as d:
+                checkpoint_rows(d, done)
+                tune.report({MEMBER_ROW_KEY: _json(row)}, checkpoint=tune.Checkpoint.from_directory(d))
+
+        rows = run_members(spec, head, on_finished=on_finished, done=done)
         tune.report({FINAL_KEY: True, "status": pack_status(rows), "wall_s": time.time() - t0,
                      ROW_KEY: _json({"members": rows})})
         return
