@@ -154,12 +154,10 @@ def checkpoint_rows(directory: str | Path, done: dict[str, dict[str, Any]]) -> N
     Path(directory, MEMBERS_FILE).write_text(json.dumps(done, default=str))
 
 
-def restored_rows(directory: str | Path | None) -> dict[str, dict[str, Any]]:
-    """The finished members' rows of a pack checkpoint directory ({} without one)."""
-    path = Path(directory, MEMBERS_FILE) if directory is not None else None
-    if path is None or not path.exists():
-        return {}
-    return json.loads(path.read_text())
+def restored_rows(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """The finished members' rows of a pack checkpoint directory ({} when it holds none)."""
+    path = Path(directory, MEMBERS_FILE)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def pack_status(rows: list[dict[str, Any]]) -> str:

@@ -153,10 +153,11 @@ def lingrid_trial(config: dict[str, Any]) -> None:
 
         from grid.run.pack import checkpoint_rows, pack_status, restored_rows, run_members
 
+        done: dict[str, dict[str, Any]] = {}
         ckpt = tune.get_checkpoint()  # a retried or restored pack: members that finished are not run again
-        with (ckpt.as_directory() if ckpt is not None else tempfile.TemporaryDirectory()) as d:
-            done = {k: r for k, r in restored_rows(d if ckpt is not None else None).items()
-                    if r.get("status") != "error"}
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                done = {k: r for k, r in restored_rows(d).items() if r.get("status") != "error"}
 
         def on_finished(row: dict[str, Any]) -> None:
             if row.get("status") != "error":  # an error gets another chance if the pack is retried
