@@ -151,6 +151,7 @@ def test_full_protocol_estimate_uses_each_trials_slowest_run_and_scales_to_every
         assert ("CR 195,196,197,198,199,200" in out) is shown
         whole = 100.0 * sum(settings_per_task.values()) / 6 / 3600  # the pass's 100 s, scaled to every setting
         assert (f"{whole:.2f} h from the pass's wall time" in out) is shown
+        assert ("time per batch while sharing (median epoch time / batches per epoch): C 9.1 ms" in out) is shown
 
 
 def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, capsys):

@@ -171,6 +171,12 @@ def print_report(report: dict) -> None:
                                                    row["suite_wall_s"] * settings_per_baseline(cost) / 3600 / n_gpu)
         wall = row["est_full_suite_h_from_suite_wall"]
         stops = {t: sorted(int(r["epochs_run"] or 0) for r in runs if r["task"] == t) for t in sorted({r["task"] for r in runs})}
+        from evals.mad.settings import all_settings  # noqa: PLC0415
+
+        base = {b.code: b for b in all_settings(which="baseline")}
+        print("time per batch while sharing (median epoch time / batches per epoch): " + ", ".join(
+            f"{t} {1e3 * e / batches_per_epoch(base[t]):.1f} ms" for t, e in sorted(row["epoch_s_by_task"].items())
+            if t in base))
         print(f"k={row['k']} pack={row.get('pack', 1)} compile={row.get('compile', 'off')}: "
               f"{row['est_full_suite_h_from_runs']:.2f} h from trial slots, "
               + ("n/a (--like)" if wall is None else f"{wall:.2f} h") + " from the pass's wall time; epochs run per task: "
