@@ -112,7 +112,7 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
         return 0
 
     args = argparse.Namespace(arch="gla", n_gpu=1, data_path="d", cuda_graph="on", autotune="full", compile="on",
-                              settings="all", only=["seq_len=512", "seq_len=1024"])
+                              settings="all", only=["seq_len=512", "seq_len=1024"], tasks=None)
     warm_kernels(args, fake_mad_main)
     assert [c[2]["FLA_CACHE_RESULTS"] for c in calls] == ["0", "1"]  # crowded pass keeps no tuned choice
     ks = [c[0][c[0].index("--n-tasks-gpu") + 1] for c in calls]
@@ -123,6 +123,11 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
         assert argv[argv.index("--settings") + 1:argv.index("--settings") + 5] == ["all", "--only", "seq_len=512",
                                                                                    "seq_len=1024"]
     assert os.environ["FLA_CACHE_RESULTS"] == "1"
+    calls.clear()  # --tasks narrows the selection: SC's baseline and two long settings, all three at once
+    warm_kernels(argparse.Namespace(**{**vars(args), "tasks": ["SC"], "only": ["baseline", "seq_len=512", "seq_len=1024"]}),
+                 fake_mad_main)
+    assert [c[0][c[0].index("--n-tasks-gpu") + 1] for c in calls] == ["3", "1"]
+    assert calls[0][0][:2] == ["--tasks", "SC"]
     monkeypatch.delenv("FLA_CACHE_RESULTS")
     assert "FLA_CACHE_RESULTS" not in worker_env("first")
 
@@ -174,6 +179,13 @@ def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, c
     assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
     out = capsys.readouterr().out
     assert "FR seq_len=1024 4.00x" in out and f"{measured / 3600:.2f} h from trial slots" in out
+    # where the baseline ran in the same pass, it is the reference (same epochs, same neighbours)
+    longer["rows"][0]["epoch_s_by_setting"]["FR baseline"] = 2.5
+    assert setting_costs(full, longer) == {"FR seq_len=1024": 8.0 / 2.5, "FR seq_len=512": 4.0 / 2.5}
+    o.write_text(json.dumps(longer))
+    assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
+    out = capsys.readouterr().out
+    assert "FR seq_len=1024 3.20x" in out and "same pass for: FR;" in out
     longer["rows"][0]["k"] = 2  # measured under other sharing: refused
     o.write_text(json.dumps(longer))
     with pytest.raises(SystemExit):

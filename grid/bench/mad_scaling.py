@@ -123,14 +123,18 @@ def settings_per_baseline(cost: dict[str, float] | None = None) -> float:
 
 
 def setting_costs(full: dict, other: dict) -> dict[str, float]:
-    """Per-epoch cost of `other`'s settings relative to their task's baseline in `full` (same k and pack)."""
+    """Per-epoch cost of `other`'s settings relative to their task's baseline (same k and pack). The
+    baseline's epoch time comes from `other` itself where it ran there (same pass, same number of epochs,
+    same neighbours on the GPU: like against like), else from `full`."""
     a, b = full["rows"][0], other["rows"][0]
     if (a["k"], a.get("pack", 1), a.get("compile", "off")) != (b["k"], b.get("pack", 1), b.get("compile", "off")):
         raise ValueError(f"--setting-costs: measured at k={b['k']} pack={b.get('pack', 1)} compile="
                          f"{b.get('compile', 'off')}, the report at k={a['k']} pack={a.get('pack', 1)} "
                          f"compile={a.get('compile', 'off')}")
-    return {name: secs / a["epoch_s_by_task"][name.split()[0]] for name, secs in b["epoch_s_by_setting"].items()
-            if name.split()[0] in a["epoch_s_by_task"]}
+    measured = b["epoch_s_by_setting"]
+    base = {t: measured.get(f"{t} baseline", secs) for t, secs in a["epoch_s_by_task"].items()}
+    return {name: secs / base[name.split()[0]] for name, secs in measured.items()
+            if name.split()[0] in base and name.split()[1] != "baseline"}
 
 
 def print_report(report: dict) -> None:
@@ -205,7 +209,8 @@ def merge_reports(reports: list[dict]) -> dict:
 
 def selection(args) -> list[str]:
     """The MAD command's setting selection: the six baselines, or the settings that --only names."""
-    return ["--settings", args.settings, *(["--only", *args.only] if args.only else [])]
+    return [*(["--tasks", *args.tasks] if args.tasks else []), "--settings", args.settings,
+            *(["--only", *args.only] if args.only else [])]
 
 
 def warm_kernels(args, mad_main) -> None:
@@ -223,7 +228,7 @@ def warm_kernels(args, mad_main) -> None:
 
     # at most 6 at once: on a 16-core H100 host, 6 baselines compiled in 293 s, while 14 settings at once
     # (each process running Inductor's and Triton's compile workers) finished 1 in 8 min 20 s
-    n = sum(1 for s in all_settings(which=args.settings) if not args.only or s.setting_id in args.only)
+    n = sum(1 for s in all_settings(args.tasks, which=args.settings) if not args.only or s.setting_id in args.only)
     for k, cache in ((min(max(n, 1), 6), "0"), (1, "1")):
         work = Path(tempfile.mkdtemp(prefix=f"madbench-warm-k{k}-"))
         before = os.environ.get("FLA_CACHE_RESULTS")
@@ -257,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", choices=("baseline", "all"), default="baseline",
                    help="which settings to run (the estimates assume the six baselines; other selections feed "
                         "--setting-costs)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="only these tasks (codes CR NR FR M C SC; default all; passed to the MAD runs)")
     p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
                    help="only these setting ids (e.g. --settings all --only seq_len=512 seq_len=1024)")
     p.add_argument("--setting-costs", default=None, metavar="REPORT",
@@ -287,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                 report["setting_costs"] = setting_costs(report, json.loads(Path(args.setting_costs).read_text()))
             except ValueError as exc:
                 p.error(str(exc))
-            print("measured cost per epoch relative to the task's baseline: "
+            same_pass = sorted(n.split()[0] for n in json.loads(Path(args.setting_costs).read_text())["rows"][0]
+                               ["epoch_s_by_setting"] if n.endswith(" baseline"))
+            print("measured cost per epoch relative to the task's baseline (baseline epoch time from the same pass "
+                  f"for: {', '.join(same_pass) or 'none'}; else from the 200-epoch report): "
                   + ", ".join(f"{n} {c:.2f}x" for n, c in sorted(report["setting_costs"].items())))
         for item in args.epoch_s:
             task, _, secs = item.partition("=")
@@ -317,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm:
         warm_kernels(args, mad_main)
     report = {"arch": args.arch, "epochs": args.epochs, "n_gpu": args.n_gpu, "provenance": provenance(), "rows": [],
-              "warmed": args.warm, "settings": args.settings, "only": args.only}
+              "warmed": args.warm, "settings": args.settings, "only": args.only,
+              "tasks": args.tasks}
     for k in args.k:
         work = Path(tempfile.mkdtemp(prefix=f"madbench-k{k}-"))
         cmd = [*selection(args), "--epochs", str(args.epochs), "--n-gpu", str(args.n_gpu),
