@@ -59,13 +59,14 @@ def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int
     return init, model, losses, res
 
 
-def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200, compile: bool = False) -> float:
+def ms_per_step(make_model, batch, cuda_graph: bool, steps: int = 200) -> float:
+    """Wall ms per training step of `make_model()` on one repeated batch (after a 5-step warm-up)."""
     import torch
 
     from evals.mad.backbones import mad_loss
     from grid.train import build_adamw, train
 
-    model = _model(mixer, compile)
+    model = make_model()
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
     train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)  # compile, autotune, capture
@@ -76,17 +77,16 @@ def _ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 200, compile:
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-def _kernel_ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 50,
-                        compile: bool = False) -> tuple[float, float, list]:
-    """GPU kernel time per step (torch.profiler, summed over kernels; wall above it is host-bound
-    time), kernels per step, and the top kernels' ms per step."""
+def kernel_ms_per_step(make_model, batch, cuda_graph: bool, steps: int = 50) -> tuple[dict[str, float], float]:
+    """GPU time per step of each kernel (torch.profiler; ms) and kernels per step. Their sum is the
+    GPU's busy time per step: wall time above it is host-bound."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from evals.mad.backbones import mad_loss
     from grid.train import build_adamw, train
 
-    model = _model(mixer, compile)
+    model = make_model()
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
     train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)
@@ -96,9 +96,11 @@ def _kernel_ms_per_step(mixer: str, batch, cuda_graph: bool, steps: int = 50,
         torch.cuda.synchronize()
     per = {e.key: (getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)) / 1e3 / steps
            for e in prof.key_averages() if e.key}
-    n_kernels = sum(e.count for e in prof.key_averages() if e.key) / steps
-    top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
-    return sum(per.values()), n_kernels, [[k[:100], round(v, 4)] for k, v in top]
+    return per, sum(e.count for e in prof.key_averages() if e.key) / steps
+
+
+def top_kernels(per: dict[str, float], n: int = 8) -> list:
+    return [[k[:100], round(v, 4)] for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:n]]
 
 
 def _loss_diff(a: list[float], b: list[float]) -> float:
@@ -137,10 +139,10 @@ def check(mixer: str, timing: bool = True, compile: bool = False) -> dict:
     row["ok"] = (r_graph.graph_fallback is None and r_graph.graph_replays > 0 and len(l_eager) == len(l_graph)
                  and loss_diff <= max(LOSS_TOL, 3 * noise_loss) and param_diff <= max(PARAM_TOL, 3 * noise_param))
     if timing:
-        row["ms_per_step_eager"] = _ms_per_step(mixer, full[0], False)
-        row["ms_per_step_graph"] = _ms_per_step(mixer, full[0], True, compile=compile)
-        (row["gpu_kernel_ms_per_step_graph"], row["kernels_per_step_graph"],
-         row["top_kernels_ms_per_step_graph"]) = _kernel_ms_per_step(mixer, full[0], True, compile=compile)
+        row["ms_per_step_eager"] = ms_per_step(lambda: _model(mixer), full[0], False)
+        row["ms_per_step_graph"] = ms_per_step(lambda: _model(mixer, compile), full[0], True)
+        per, row["kernels_per_step_graph"] = kernel_ms_per_step(lambda: _model(mixer, compile), full[0], True)
+        row["gpu_kernel_ms_per_step_graph"], row["top_kernels_ms_per_step_graph"] = sum(per.values()), top_kernels(per)
     return row
 
 
