@@ -185,7 +185,7 @@ def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, c
     o.write_text(json.dumps(longer))
     assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
     out = capsys.readouterr().out
-    assert "FR seq_len=1024 3.20x" in out and "same pass for: FR;" in out
+    assert "FR seq_len=1024 3.20x" in out and "same pass for: FR," in out
     longer["rows"][0]["k"] = 2  # measured under other sharing: refused
     o.write_text(json.dumps(longer))
     with pytest.raises(SystemExit):
@@ -206,3 +206,35 @@ def test_like_in_a_full_protocol_report_swaps_runs_and_drops_the_pass_wall_estim
     as_if = full_suite_from_runs_s([{**r, "wall_s": 100.0} for r in runs], 3, 6)  # CR as long as FR
     assert f"{as_if / 3600:.2f} h from trial slots, n/a (--like) from the pass's wall time" in out
     assert "CR 200,200,200,200,200,200" in out
+
+
+def test_setting_costs_from_a_gpu_profile_are_gpu_time_ratios_to_the_task_baseline(tmp_path, capsys):
+    from grid.bench.mad_scaling import profile_setting_costs
+
+    runs = [{"task": c, "wall_s": 100.0, "epochs_run": 200} for c in TASKS for _ in range(6)]
+    full = {"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [
+        {"k": 3, "pack": 6, "compile": "on", "suite_wall_s": 200.0, "run_wall_s_mean": 100.0, "gpu_util_mean": [90.0],
+         "epoch_s_by_task": {c: 2.0 for c in TASKS}, "runs_detail": runs}]}
+
+    def row(name, ms, compile=True):
+        return {"setting": name, "task": name.split()[0], "compile": compile, "gpu_kernel_ms_per_step": ms}
+
+    profile = {"arch": "gla", "rows": [row("CR baseline", 1.5), row("CR seq_len=1024", 9.0),
+                                       row("CR num_train_examples=6400", 1.5),
+                                       {"setting": "SC seq_len=512", "error": "OOM"}]}
+    # half the examples: fewer batches per epoch at the same cost per step
+    half = next(s for s in all_settings() if s.code == "CR" and s.setting_id == "num_train_examples=6400")
+    ratio = batches_per_epoch(half) / batches_per_epoch(next(s for s in all_settings(which="baseline") if s.code == "CR"))
+    assert ratio < 1
+    assert profile_setting_costs(full, profile) == pytest.approx({"CR seq_len=1024": 6.0,
+                                                                  "CR num_train_examples=6400": ratio})
+    f, o = tmp_path / "full.json", tmp_path / "prof.json"
+    f.write_text(json.dumps(full))
+    o.write_text(json.dumps(profile))
+    assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
+    assert "CR seq_len=1024 6.00x" in capsys.readouterr().out
+    for bad in ([row("CR seq_len=1024", 9.0)],  # no baseline to divide by
+                [row("CR baseline", 1.5, compile=False), row("CR seq_len=1024", 9.0, compile=False)]):  # other compile
+        o.write_text(json.dumps({"arch": "gla", "rows": bad}))
+        with pytest.raises(SystemExit):
+            main(["--from-json", str(f), "--setting-costs", str(o)])

@@ -137,6 +137,27 @@ def setting_costs(full: dict, other: dict) -> dict[str, float]:
             if name.split()[0] in base and name.split()[1] != "baseline"}
 
 
+def profile_setting_costs(full: dict, profile: dict) -> dict[str, float]:
+    """Per-epoch cost of the settings of a `scripts/gpu/profile_mad_step.py` report relative to their
+    task's baseline: GPU kernel time per step (alone on the GPU) x batches per epoch. When many runs
+    share the GPU and keep it busy, a run costs the others its GPU time, so this ratio is what a
+    setting costs more than its baseline, free of whichever neighbours a timed pass gave it."""
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+
+    compiled = full["rows"][0].get("compile", "off") == "on"
+    rows = {r["setting"]: r for r in profile["rows"] if "error" not in r}
+    if any(r["compile"] != compiled for r in rows.values()):
+        raise ValueError(f"--setting-costs: the profile's compile differs from the report's ({'on' if compiled else 'off'})")
+    lacking = sorted({n.split()[0] for n in rows if f"{n.split()[0]} baseline" not in rows})
+    if lacking:
+        raise ValueError(f"--setting-costs: the profile lacks the baseline of {', '.join(lacking)}")
+    named = {f"{s.code} {s.setting_id}": s for s in all_settings()}
+    base = {s.code: s for s in all_settings(which="baseline")}
+    return {n: r["gpu_kernel_ms_per_step"] / rows[f"{r['task']} baseline"]["gpu_kernel_ms_per_step"]
+            * batches_per_epoch(named[n]) / batches_per_epoch(base[r["task"]])
+            for n, r in rows.items() if not n.endswith(" baseline")}
+
+
 def print_report(report: dict) -> None:
     """Two estimates per k. By suite wall time: the 36 short runs' speed-up over the first k, start-up
     of each run included. By epoch times: k runs at once, each at the per-epoch time it had while
@@ -268,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="only these setting ids (e.g. --settings all --only seq_len=512 seq_len=1024)")
     p.add_argument("--setting-costs", default=None, metavar="REPORT",
                    help="with --from-json of a 200-epoch baseline report: a report of other settings at the same k "
-                        "and pack; their measured epoch time over their task's baseline epoch time replaces the "
-                        "batch count ratio in the full-protocol estimate")
+                        "and pack (their measured epoch time over their task's baseline epoch time), or a "
+                        "scripts/gpu/profile_mad_step.py report (GPU time per step over the baseline's), replaces "
+                        "the batch count ratio in the full-protocol estimate")
     p.add_argument("--n-gpu", type=int, default=1)
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--json", default=None)
@@ -290,14 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             p.error(str(exc))
         if args.setting_costs:  # against the baselines as measured, before any --epoch-s / --like
+            other = json.loads(Path(args.setting_costs).read_text())
+            profiled = "gpu_kernel_ms_per_step" in other["rows"][0]
             try:
-                report["setting_costs"] = setting_costs(report, json.loads(Path(args.setting_costs).read_text()))
+                report["setting_costs"] = (profile_setting_costs if profiled else setting_costs)(report, other)
             except ValueError as exc:
                 p.error(str(exc))
-            same_pass = sorted(n.split()[0] for n in json.loads(Path(args.setting_costs).read_text())["rows"][0]
-                               ["epoch_s_by_setting"] if n.endswith(" baseline"))
-            print("measured cost per epoch relative to the task's baseline (baseline epoch time from the same pass "
-                  f"for: {', '.join(same_pass) or 'none'}; else from the 200-epoch report): "
+            if profiled:
+                how = "GPU kernel time per step alone on the GPU (profile_mad_step.py) x batches per epoch"
+            else:
+                same_pass = sorted(n.split()[0] for n in other["rows"][0]["epoch_s_by_setting"] if n.endswith(" baseline"))
+                how = (f"epoch time; the baseline's from the same pass for: {', '.join(same_pass) or 'none'}, "
+                       "else from the 200-epoch report")
+            print(f"measured cost per epoch relative to the task's baseline ({how}): "
                   + ", ".join(f"{n} {c:.2f}x" for n, c in sorted(report["setting_costs"].items())))
         for item in args.epoch_s:
             task, _, secs = item.partition("=")
