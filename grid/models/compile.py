@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch.nn as nn
 
 RECOMPILE_LIMIT = 64
-OWN_FUSED = {"attention"}  # fused backends that are our own PyTorch code: compiled with the rest
 
 
 def compile_model(model: nn.Module) -> list[str]:
@@ -29,7 +28,7 @@ def compile_model(model: nn.Module) -> list[str]:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     eager = []
     for name, mod in model.named_modules():
-        if isinstance(mod, Block) and mod.backend == "fused" and mod.kind not in OWN_FUSED:
+        if isinstance(mod, Block) and mod.third_party_fused:
             mod.mixer.forward = torch.compiler.disable(mod.mixer.forward)
             eager.append(f"{name}.mixer")
     model.compile()

@@ -48,6 +48,10 @@ class MixerSpec:
     fused_needs_fla: bool = True
     fused_requires: tuple[str, ...] = ()  # extra importable packages the fused path needs (e.g. mamba_ssm)
     hybrid_ok: bool = True  # False for softmax attention itself
+    # the fused layer uses its input only as the input of nn.Linear layers (checked in its source), so
+    # the block may hand it the input already cast to the autocast dtype: the same forward, one cast
+    # instead of one per projection (see grid.models.stack.Block)
+    fused_input_feeds_linears_only: bool = False
     notes: str = ""
     kwarg_docs: dict[str, str] = field(default_factory=dict)
     # iso-parameter sizing: candidate values of the knobs that change the mixer's width

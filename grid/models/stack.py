@@ -12,19 +12,40 @@ from grid.models.mixers._common import RMSNorm, first
 from grid.models.registry import MixerSpec, build_mixer, fused_status, get_mixer, reference_status
 
 
-class Block(nn.Module):
-    """x + mixer(norm(x)), then x + ffn(norm(x)). `kind` says which mixer this layer holds."""
+OWN_FUSED = {"attention"}  # fused backends that are our own PyTorch code (torch.compile traces them)
 
-    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, eps: float, kind: str, backend: str):
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + ffn(norm(x)). `kind` says which mixer this layer holds.
+
+    `cast_input`: under autocast, hand the mixer its input already in the autocast dtype. A third-party
+    fused layer runs eagerly (outside torch.compile), and autocast would cast the fp32 normed input
+    once per projection and sum the projections' input gradients in fp32, one eager kernel each
+    (GLA: five casts, five gradient casts and four fp32 sums per layer, about 20 % of the GPU time of
+    a MAD step at T = 1024 on an H100; docs/gpu.md). Only for layers whose input feeds nothing but
+    nn.Linear (MixerSpec.fused_input_feeds_linears_only): the forward is the same, and the input
+    gradient is summed in the autocast dtype before its one cast back.
+    """
+
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, eps: float, kind: str, backend: str,
+                 cast_input: bool = False):
         super().__init__()
         self.mixer_norm = RMSNorm(d_model, eps=eps)
         self.mixer = mixer
         self.ffn_norm = RMSNorm(d_model, eps=eps) if ffn is not None else None
         self.ffn = ffn
-        self.kind, self.backend = kind, backend
+        self.kind, self.backend, self.cast_input = kind, backend, cast_input
+
+    @property
+    def third_party_fused(self) -> bool:
+        """Runs third-party kernels that torch.compile must not trace (grid.models.compile)."""
+        return self.backend == "fused" and self.kind not in OWN_FUSED
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + first(self.mixer(self.mixer_norm(x)))
+        h = self.mixer_norm(x)
+        if self.cast_input and torch.is_autocast_enabled(h.device.type):
+            h = h.to(torch.get_autocast_dtype(h.device.type))
+        x = x + first(self.mixer(h))
         if self.ffn is not None:
             x = x + self.ffn(self.ffn_norm(x))
         return x
@@ -48,7 +69,8 @@ class LM(nn.Module):
             else:
                 backend = resolve_backend(spec, cfg.backend)
                 mixer = build_mixer(spec, d, i, kw, backend)
-            layers.append(Block(d, mixer, build_ffn(cfg.ffn, d), cfg.norm_eps, name, backend))
+            layers.append(Block(d, mixer, build_ffn(cfg.ffn, d), cfg.norm_eps, name, backend,
+                                cast_input=backend == "fused" and spec.fused_input_feeds_linears_only))
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(d, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=cfg.head_bias)
