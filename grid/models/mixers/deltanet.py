@@ -234,6 +234,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="deltanet",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="delta",
     description="DeltaNet: delta-rule linear attention (erase along k, write v), short convs, L2 q/k norm",
     default_kwargs=dict(num_heads=None, expand_k=1.0, expand_v=1.0, use_beta=True, use_gate=False,

@@ -161,6 +161,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="gated_deltanet",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="delta",
     description="Gated DeltaNet: delta rule + data-dependent scalar decay (Mamba-2 style), short convs, "
                 "SiLU-gated output norm",

@@ -59,6 +59,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="gated_deltaproduct",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="delta",
     description="Gated DeltaProduct: n_h delta-rule (Householder) steps per token + scalar forget gate",
     default_kwargs=dict(num_heads=None, head_dim=None, expand_v=1.0, num_householder=2, use_forget_gate=True,

@@ -263,7 +263,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 register(MixerSpec(
     name="gla",
     family="gated-linear",
-    fused_input_feeds_linears_only=True,  # fla 0.6 GatedLinearAttention: q, k, v, g and gk (low rank) projections
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     description="GLA: linear attention with a data-dependent per-channel decay (low-rank gate), swish output gate",
     default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=0.5, expand_v=1.0, feature_map=None,
                         use_short_conv=False, conv_size=4, conv_bias=False, use_output_gate=True, gate_fn="swish",

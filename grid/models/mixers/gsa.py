@@ -61,6 +61,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="gsa",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="gated-linear",
     description="GSA: gated slot attention, two gated linear-attention passes through M softmax-read memory slots",
     default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=1.0, num_slots=64, use_short_conv=False,

@@ -106,6 +106,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="hgrn",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="gated-linear",
     description="HGRN: element-wise gated linear recurrence (forget gate f, input silu(i)*(1-f)), gated RMSNorm output",
     default_kwargs=dict(expand_ratio=1, use_short_conv=False, conv_size=4, conv_bias=False,

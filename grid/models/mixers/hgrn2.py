@@ -121,6 +121,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="hgrn2",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="gated-linear",
     description="HGRN-2: GLA with the key tied to the forget gate (k = 1 - f), SiLU queries, state expansion",
     default_kwargs=dict(num_heads=None, expand_ratio=None, use_short_conv=False, conv_size=4, conv_bias=False,

@@ -52,6 +52,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="lightnet",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="gated-linear",
     description="LightNet: GLA whose decay and key normalisation come from a running logsumexp of the keys",
     default_kwargs=dict(num_heads=None, expand_ratio=None, use_short_conv=False, conv_size=4, conv_bias=False,

@@ -75,6 +75,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="linear_attn",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="linear",
     description="linear attention without decay, learnable feature map (Hadamard by default), per-head RMSNorm",
     default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=1.0, expand_v=1.0,

@@ -53,6 +53,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="mesa_net",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="delta",
     description="MesaNet: decayed key/value statistics + per-token ridge-regression read-out solved by CG",
     default_kwargs=dict(num_heads=None, head_dim=128, use_output_gate=False, conv_size=4, conv_bias=False,

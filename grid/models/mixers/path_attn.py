@@ -62,6 +62,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="path_attn",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="softmax",
     description="PaTH attention: softmax attention with data-dependent Householder position encoding (no RoPE)",
     default_kwargs=dict(num_heads=None, num_kv_heads=None, use_forget_gate=False, use_qk_norm=False,

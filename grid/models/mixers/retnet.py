@@ -93,6 +93,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="retnet",
+    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
     family="linear",
     description="RetNet multi-scale retention: linear attention with a fixed per-head decay, RoPE, swish output gate",
     default_kwargs=dict(num_heads=8, num_kv_heads=None, expand_k=1.0, expand_v=2.0, feature_map=None,
