@@ -135,3 +135,15 @@ def test_only_keeps_the_named_settings_of_every_task_and_refuses_unknown_ids(cap
     assert main(["--tasks", "M", "--only", "seq_len=9", "--log-parameters"], default_arch="gla") == 2
     err = capsys.readouterr().err
     assert "--only seq_len=9: no such setting" in err and "vocab_size=8192" in err
+
+
+def test_settings_run_heaviest_first_with_the_spec_order_among_equals():
+    from evals.mad.run import heaviest_first
+
+    ordered = heaviest_first(all_settings())
+    assert sorted((s.code, s.setting_id) for s in ordered) == sorted((s.code, s.setting_id) for s in all_settings())
+    tokens = [s.num_train_examples * s.seq_len for s in ordered]
+    assert tokens == sorted(tokens, reverse=True)
+    assert {(s.code, s.setting_id) for s in ordered[:4]} == {(c, "seq_len=1024") for c in ("CR", "NR", "FR", "SC")}
+    assert [s.code for s in ordered[:4]] == ["CR", "NR", "FR", "SC"]  # ties keep the spec's task order
+    assert ordered[-1].code == "M"  # 256 examples of 32 tokens

@@ -99,6 +99,13 @@ def pack_by_setting(trials: list, size: int, resources, retries: int = 0) -> lis
             for g in groups.values() for i in range(0, len(g), size)]
 
 
+def heaviest_first(settings: list) -> list:
+    """Settings by training tokens per epoch, most first (stable: the spec's order among equals).
+    Longest first keeps the suite's end from being one long trial alone on a GPU while the others
+    idle; at T >= 256 a step's GPU time grows with its tokens (docs/gpu.md, session 7)."""
+    return sorted(settings, key=lambda s: -s.num_train_examples * s.seq_len)
+
+
 def make_trials(args, settings) -> list:
     from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
     from grid.keys import content_hash  # noqa: PLC0415
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
 
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
-    trials = make_trials(args, settings)
+    trials = make_trials(args, heaviest_first(settings))
     size = pack_size(args)
     if size > 1:
         from grid.run.resources import trial_resources  # noqa: PLC0415
