@@ -1,4 +1,5 @@
 """grid.models.compile: what is compiled and what stays eager (CPU: nothing is executed compiled here)."""
+import pytest
 import torch
 
 from grid.models import build_model
@@ -15,17 +16,19 @@ def _disabled(fn) -> bool:
     return bool(getattr(fn, "_torchdynamo_disable", False))
 
 
-def test_third_party_fused_mixers_stay_eager_ours_are_compiled():
-    model = _model(hybrid="1:1")
+@pytest.mark.parametrize("mixer,third_party", [("retnet", True), ("gla", False)])
+def test_third_party_fused_mixers_stay_eager_ours_are_compiled(mixer, third_party):
+    """retnet's fused layer is fla's; gla's is ours around fla's kernels (GLAFla), like attention."""
+    model = _model(mixer, hybrid="1:1")
     kinds = [b.kind for b in model.layers]
-    assert set(kinds) == {"gla", "attention"}
+    assert set(kinds) == {mixer, "attention"}
     for b in model.layers:  # pretend this machine built the fused backends
         b.backend = "fused"
     keys = list(model.state_dict())
     eager = compile_model(model)
-    assert eager == [f"layers.{i}.mixer" for i, k in enumerate(kinds) if k == "gla"]
+    assert eager == [f"layers.{i}.mixer" for i, k in enumerate(kinds) if k == mixer and third_party]
     for b in model.layers:
-        assert _disabled(b.mixer.forward) == (b.kind == "gla")
+        assert _disabled(b.mixer.forward) == (b.kind == mixer and third_party)
     assert list(model.state_dict()) == keys  # checkpoints unchanged
     assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
 

@@ -124,6 +124,67 @@ def test_parity_with_fla_forward_and_gradients(name, kw, T):
     assert errs[worst] < tol, f"{worst}: {errs[worst]:.2e} (all: {errs})"
 
 
+GLA_LAYER_RUNS = [(kw, T) for m, kw in DEFAULT_CASES if m == "gla" for T in (20, 70)] + [
+    (kw, 20) for m, kw in VARIANT_CASES if m == "gla"]
+
+
+@needs_fla_run
+@pytest.mark.parametrize("kw,T", GLA_LAYER_RUNS, ids=[f"T{T}-{i}" for i, (_, T) in enumerate(GLA_LAYER_RUNS)])
+def test_gla_fused_layer_computes_what_flas_layer_computes(kw, T):
+    """gla's fused backend is our GLAFla around fla's kernels; it must be fla's GatedLinearAttention
+    (strict state-dict load, same outputs and gradients), or the parity above would not cover fla."""
+    from fla.layers import GatedLinearAttention  # noqa: PLC0415
+
+    from grid.models.mixers.gla import GLAFla, _resolve  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    ours = _build("gla", "fused", 32, kw).to(DEVICE)
+    assert isinstance(ours, GLAFla)
+    _perturb(ours)
+    theirs = GatedLinearAttention(mode="chunk", hidden_size=32, layer_idx=0,
+                                  **_resolve(32, get_mixer("gla").resolve_kwargs(kw))).to(DEVICE)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, T, 32, device=DEVICE)
+    x_o, x_t = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with interpret.fixes():
+        out_o = first(ours(x_o))
+        w = torch.randn_like(out_o)
+        (out_o * w).sum().backward()
+        out_t = first(theirs(x_t))
+        (out_t * w).sum().backward()
+    errs = {"output": _rel(out_o, out_t), "d_input": _rel(x_o.grad, x_t.grad)}
+    their_params = dict(theirs.named_parameters())
+    for pname, p in ours.named_parameters():
+        errs[f"d_{pname}"] = _rel(p.grad, their_params[pname].grad)
+    worst = max(errs, key=errs.get)
+    assert errs[worst] < 1e-4, f"{worst}: {errs[worst]:.2e} (all: {errs})"
+
+
+@needs_fla_run
+@pytest.mark.parametrize("kw", [dict(num_heads=2), dict(num_heads=2, use_output_gate=False, expand_k=1.0)])
+def test_gla_fused_layer_traced_path_computes_the_eager_one(kw, monkeypatch):
+    """What torch.compile traces of GLAFla (plain-PyTorch norm-gate instead of fla's kernel, and any
+    other compile-only path) computes what its eager path computes; run eagerly with dynamo's
+    `is_compiling` forced on, so no compiler is needed here."""
+    torch.manual_seed(0)
+    layer = _build("gla", "fused", 32, kw).to(DEVICE)
+    _perturb(layer)
+    x = torch.randn(2, 70, 32, device=DEVICE)
+    outs, grads = [], []
+    for traced in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda traced=traced: traced)
+        layer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        with interpret.fixes():
+            out = first(layer(xi))
+            (out * torch.ones_like(out).cumsum(1)).sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
+    assert _rel(outs[1], outs[0]) < 1e-5
+    for a, b in zip(grads[1], grads[0]):
+        assert _rel(a, b) < 1e-5
+
+
 # --------------------------------------------------------------------------------------------------
 # the recurrences against fla's plain-torch oracles (run without any Triton kernel)
 # --------------------------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class MixerSpec:
     # the block may hand it the input already cast to the autocast dtype: the same forward, one cast
     # instead of one per projection (see grid.models.stack.Block)
     fused_input_feeds_linears_only: bool = False
+    # the fused layer is our own module (third-party kernels only behind their own graph breaks), so
+    # torch.compile traces it; else it runs eagerly behind one graph break (grid.models.compile)
+    fused_traceable: bool = False
     notes: str = ""
     kwarg_docs: dict[str, str] = field(default_factory=dict)
     # iso-parameter sizing: candidate values of the knobs that change the mixer's width

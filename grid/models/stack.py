@@ -12,8 +12,6 @@ from grid.models.mixers._common import RMSNorm, first
 from grid.models.registry import MixerSpec, build_mixer, fused_status, get_mixer, reference_status
 
 
-OWN_FUSED = {"attention"}  # fused backends that are our own PyTorch code (torch.compile traces them)
-
 
 class Block(nn.Module):
     """x + mixer(norm(x)), then x + ffn(norm(x)). `kind` says which mixer this layer holds.
@@ -40,7 +38,7 @@ class Block(nn.Module):
     @property
     def third_party_fused(self) -> bool:
         """Runs third-party kernels that torch.compile must not trace (grid.models.compile)."""
-        return self.backend == "fused" and self.kind not in OWN_FUSED
+        return self.backend == "fused" and not get_mixer(self.kind).fused_traceable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mixer_norm(x)

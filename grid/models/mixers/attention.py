@@ -131,6 +131,7 @@ def _flops(d: int, kw: dict, context: int) -> float:
 
 register(MixerSpec(
     name="attention",
+    fused_traceable=True,  # our own module: SDPA or flash-attn's torch-registered ops
     family="softmax",
     description="softmax attention: MHA/GQA, RoPE, optional sliding window (flash-attn if installed, else SDPA)",
     default_kwargs=dict(num_heads=None, num_kv_heads=None, window_size=None, rope_theta=10000.0,

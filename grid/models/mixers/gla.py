@@ -5,8 +5,9 @@ Per head a matrix state S ([d_k, d_v]) decays channel-wise with a data-dependent
     log a_t = logsigmoid(W2 W1 x_t + b) / gate_logit_normalizer   (a low-rank gate projection),
 followed by a per-head RMSNorm, a SiLU output gate (g_proj) and o_proj.
 
-fused = fla's `GatedLinearAttention` (mode='chunk'; fla itself switches to its fused-recurrent kernel
-for T <= 64, the same function); reference = `GLARef` below, same parameter names and shapes.
+fused = `GLAFla`: fla's `GatedLinearAttention` training forward rebuilt around fla's kernels
+(chunk_gla; fused_recurrent_gla for T <= 64, as fla's layer switches), so torch.compile can fuse the
+rest; reference = `GLARef` below. All three have the same parameter names and shapes.
 `gla_chunked` (the chunked recurrence with a per-channel or per-head log-decay) is shared with
 retnet.py (scalar decay gamma) and hgrn2.py (k = 1 - a).
 
@@ -188,26 +189,87 @@ class GLARef(LinearAttentionBase):
 
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.project_qkv(x)
-        gk = self.gk_proj(x)
+        q, k, v, gk, g = self.project(x)
         q = q.view(B, T, self.num_heads, self.head_k_dim)
         k = repeat_kv(k.view(B, T, self.num_kv_heads, self.head_k_dim), self.num_kv_groups)
         gk = repeat_kv(gk.view(B, T, self.num_kv_heads, self.head_k_dim), self.num_kv_groups)
         v = repeat_kv(v.view(B, T, self.num_kv_heads, self.head_v_dim), self.num_kv_groups)
-        gk = F.logsigmoid(gk.float()) / self.gate_logit_normalizer
+        gk = F.logsigmoid(self.decay_input(gk)) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = gk.clamp_min(self.clamp_min)
         if self.feature_map_fn is not None:
             q, k = self.feature_map_fn(q), self.feature_map_fn(k)
-        o = gla_chunked(q, k, v, gk)  # scale 1/sqrt(head_k_dim), as chunk_gla's default
-        return self.o_proj(output_norm_gate(self, o, x))
+        o = self.recurrence(q, k, v, gk)  # scale 1/sqrt(head_k_dim), as chunk_gla's default
+        return self.o_proj(output_norm_gate(self, o, x, g))
+
+    def project(self, x: torch.Tensor):
+        """q, k, v, the gate's logits and the output gate's input (None without output gate)."""
+        q, k, v = self.project_qkv(x)
+        return q, k, v, self.gk_proj(x), self.g_proj(x) if self.use_output_gate else None
+
+    @staticmethod
+    def decay_input(gk: torch.Tensor) -> torch.Tensor:
+        return gk.float()
+
+    @staticmethod
+    def recurrence(q, k, v, gk) -> torch.Tensor:
+        return gla_chunked(q, k, v, gk)
 
 
-def output_norm_gate(layer: nn.Module, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """fla's GLA/RetNet output block on o [B, T, H, Dv]: per-head RMSNorm and the output gate g_proj(x)."""
+@torch.compiler.disable
+def fla_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Tensor) -> torch.Tensor:
+    """fla's GLA kernels, as fla's layer calls them: fused-recurrent for T <= 64, chunked above.
+    Behind a graph break: dynamo must not trace fla's Triton launchers (grid/models/compile.py)."""
+    from fla.ops.gla import chunk_gla, fused_recurrent_gla  # noqa: PLC0415
+
+    if q.shape[1] <= 64:
+        return fused_recurrent_gla(q=q, k=k, v=v, gk=gk, state_v_first=True)[0]
+    return chunk_gla(q=q, k=k, v=v, g=gk, state_v_first=True)[0]
+
+
+class RMSNormGatedFla(RMSNormGated):
+    """RMSNormGated that runs fla's fused norm-gate kernel when eager. Under torch.compile it stays
+    plain PyTorch, which Inductor fuses with its neighbours (the same math; fla's kernel would be a
+    graph break)."""
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return super().forward(x, g)
+        from fla.modules.fused_norm_gate import rms_norm_gated  # noqa: PLC0415
+
+        return rms_norm_gated(x=x, g=g, weight=self.weight, bias=self.bias, activation=self.activation, eps=self.eps)
+
+
+class GLAFla(GLARef):
+    """The fused gla layer: fla.layers.GatedLinearAttention's training forward with fla's kernels
+    (GLA recurrence; fused norm-gate when eager) inside our module, so that torch.compile fuses
+    everything else (projections' casts, the gate's logsigmoid, rearranges, the norm-gate and their
+    backward) instead of running fla's layer eagerly behind a graph break. Same parameters as fla's
+    layer and as GLARef. The gate's log decay is computed in the projection's dtype, as fla's layer
+    does. On an H100 this took a compiled gla MAD step at T = 1024 from X to Y ms (docs/gpu.md)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        if self.fuse_norm_and_gate:
+            old = self.g_norm_swish_gate
+            self.g_norm_swish_gate = RMSNormGatedFla(self.head_v_dim, elementwise_affine=old.weight is not None,
+                                                     eps=old.eps)
+
+    @staticmethod
+    def decay_input(gk: torch.Tensor) -> torch.Tensor:
+        return gk
+
+    @staticmethod
+    def recurrence(q, k, v, gk) -> torch.Tensor:
+        return fla_gla(q, k, v, gk)
+
+
+def output_norm_gate(layer: nn.Module, o: torch.Tensor, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+    """fla's GLA/RetNet output block on o [B, T, H, Dv]: per-head RMSNorm and the output gate g_proj(x)
+    (or `g`, where the caller projected it already)."""
     B, T = o.shape[:2]
     if layer.use_output_gate:
-        g = layer.g_proj(x)
+        g = layer.g_proj(x) if g is None else g
         if layer.fuse_norm_and_gate:
             return layer.g_norm_swish_gate(o, g.view(B, T, layer.num_heads, layer.head_v_dim)).reshape(B, T, -1)
         return layer.g_norm(o).reshape(B, T, -1) * layer.gate_fn(g)
@@ -239,10 +301,8 @@ def _reference(d: int, layer_idx: int, kw: dict) -> GLARef:
     return GLARef(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
 
 
-def _fused(d: int, layer_idx: int, kw: dict):
-    from fla.layers import GatedLinearAttention  # noqa: PLC0415
-
-    return GatedLinearAttention(mode="chunk", hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
+def _fused(d: int, layer_idx: int, kw: dict) -> GLAFla:
+    return GLAFla(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
 
 
 def matrix_state(d: int, kw: dict, context: int) -> int:
@@ -263,7 +323,8 @@ def _flops(d: int, kw: dict, context: int) -> float:
 register(MixerSpec(
     name="gla",
     family="gated-linear",
-    fused_input_feeds_linears_only=True,  # fla 0.6: the layer's input feeds only its nn.Linear projections
+    fused_input_feeds_linears_only=True,  # GLAFla: the layer's input feeds only its nn.Linear projections
+    fused_traceable=True,  # GLAFla: fla's kernels sit behind their own graph breaks
     description="GLA: linear attention with a data-dependent per-channel decay (low-rank gate), swish output gate",
     default_kwargs=dict(num_heads=4, num_kv_heads=None, expand_k=0.5, expand_v=1.0, feature_map=None,
                         use_short_conv=False, conv_size=4, conv_bias=False, use_output_gate=True, gate_fn="swish",
