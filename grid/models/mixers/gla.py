@@ -255,6 +255,19 @@ class GLAFla(GLARef):
             self.g_norm_swish_gate = RMSNormGatedFla(self.head_v_dim, elementwise_affine=old.weight is not None,
                                                      eps=old.eps)
 
+    def project(self, x: torch.Tensor):
+        """Compiled (and without short convs): the five projections of x as one GEMM with their weights
+        concatenated, so that x is read once forward and its gradient is one GEMM backward, not five
+        GEMMs and four sums. Same parameters; eager keeps fla's five."""
+        if not torch.compiler.is_compiling() or self.use_short_conv:
+            return super().project(x)
+        linears = [self.q_proj, self.k_proj, self.v_proj, *([self.g_proj] if self.use_output_gate else []),
+                   self.gk_proj[0]]
+        parts = F.linear(x, torch.cat([m.weight for m in linears])).split([m.out_features for m in linears], -1)
+        g = parts[3] if self.use_output_gate else None
+        # contiguous here, in the compiled graph: fla's kernels would copy the strided views eagerly
+        return (parts[0].contiguous(), parts[1].contiguous(), parts[2].contiguous(), self.gk_proj[1](parts[-1]), g)
+
     @staticmethod
     def decay_input(gk: torch.Tensor) -> torch.Tensor:
         return gk
