@@ -238,3 +238,37 @@ def test_setting_costs_from_a_gpu_profile_are_gpu_time_ratios_to_the_task_baseli
         o.write_text(json.dumps({"arch": "gla", "rows": bad}))
         with pytest.raises(SystemExit):
             main(["--from-json", str(f), "--setting-costs", str(o)])
+
+
+def test_gpu_work_sums_each_settings_profiled_step_time_over_the_baselines_epochs(tmp_path, capsys):
+    from grid.bench.mad_scaling import gpu_work_s
+
+    runs = [{"task": c, "wall_s": 100.0, "epochs_run": 10} for c in TASKS for _ in range(6)]  # 60 epochs per task
+    step_ms = {f"{c} baseline": 1.0 for c in TASKS}
+    cr = next(s for s in all_settings(which="baseline") if s.code == "CR")
+    assert (cr.num_train_examples, cr.num_test_examples) == (12800, 1280)
+    # CR's baseline alone: 60 epochs x (100 training batches + 10 test batches at a third of a step) x 1 ms
+    only_cr = {n: (ms if n.startswith("CR ") else 0.0) for n, ms in step_ms.items()}
+    assert gpu_work_s(runs, only_cr, which="baseline") == pytest.approx(60 * (100 + 10 / 3) * 1e-3)
+    # a profiled setting replaces its task baseline's step time; unprofiled ones keep the baseline's
+    plain = gpu_work_s(runs, step_ms)
+    longer = gpu_work_s(runs, {**step_ms, "CR seq_len=1024": 5.0})
+    assert longer - plain == pytest.approx(60 * (100 + 10 / 3) * 4e-3)
+    assert gpu_work_s(runs, step_ms, which="baseline") < plain
+
+    full = {"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [
+        {"k": 3, "pack": 6, "compile": "on", "suite_wall_s": 30.0, "run_wall_s_mean": 100.0, "gpu_util_mean": [90.0],
+         "epoch_s_by_task": {c: 2.0 for c in TASKS}, "runs_detail": runs}]}
+    f, o = tmp_path / "full.json", tmp_path / "prof.json"
+    f.write_text(json.dumps(full))
+    rows = [{"setting": n, "task": n.split()[0], "compile": True, "gpu_kernel_ms_per_step": ms} for n, ms in step_ms.items()]
+    o.write_text(json.dumps({"arch": "gla", "rows": rows}))
+    assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
+    out = capsys.readouterr().out
+    this_pass = gpu_work_s(runs, step_ms, which="baseline")
+    assert f"{plain / 3600:.2f} h of GPU work" in out
+    assert f"{this_pass:.0f} s of GPU work predicted, 30 s of wall time measured ({this_pass / 30:.2f}x)" in out
+    # a profile without every task's baseline prices no suite
+    o.write_text(json.dumps({"arch": "gla", "rows": rows[:2]}))
+    assert main(["--from-json", str(f), "--setting-costs", str(o)]) == 0
+    assert "GPU work n/a (the profile lacks the baselines of C, FR, M, SC)" in capsys.readouterr().out

@@ -18,6 +18,9 @@ With `--epochs 200` (the protocol) the runs stop early as the suite's would, and
 prices every setting at its task baseline's measured trial time (`full_suite_from_runs_s`);
 `--settings all --only ID...` measures other settings, and `--setting-costs` feeds their measured
 cost into that estimate.
+A `--setting-costs` profile also prices the suite by GPU work (`gpu_work_s`: profiled GPU time per
+step x every run's steps), and checks that model against the pass it came with (predicted GPU
+seconds of the six baselines vs the pass's wall time).
 `--from-json REPORT` recomputes the table from a saved report without running anything. `--warm`
 compiles and autotunes every task's kernels in two untimed passes first (`warm_kernels`), so that no
 timed run pays for Triton (without it, the first runs of each fresh worker do: see `--like`).
@@ -158,6 +161,35 @@ def profile_setting_costs(full: dict, profile: dict) -> dict[str, float]:
             for n, r in rows.items() if not n.endswith(" baseline")}
 
 
+EVAL_STEP_FRACTION = 1 / 3  # an evaluation batch is a forward pass only: about a third of a training step
+
+
+def profile_step_ms(full: dict, profile: dict) -> dict[str, float]:
+    """"TASK setting_id" -> GPU kernel ms per training step, from a profile_mad_step.py report (checked
+    like profile_setting_costs: same compile as the report, every task's baseline present)."""
+    profile_setting_costs(full, profile)  # the same checks; raises ValueError
+    return {r["setting"]: r["gpu_kernel_ms_per_step"] for r in profile["rows"] if "error" not in r}
+
+
+def gpu_work_s(runs: list[dict], step_ms: dict[str, float], which: str = "all") -> float:
+    """GPU busy seconds of a set of settings' runs. Every setting's six runs run as many epochs as its
+    task's baseline runs did (`runs`), each epoch its training batches plus its test batches at
+    EVAL_STEP_FRACTION of a step, each step its profiled GPU time (the task baseline's where the setting
+    was not profiled). Runs that share one GPU take turns on it (no MPS), so when they keep it busy the
+    suite's wall time is about this sum: it needs no assumption on who shares with whom."""
+    from evals.mad.settings import all_settings  # noqa: PLC0415
+
+    epochs: dict[str, int] = {}
+    for r in runs:
+        epochs[r["task"]] = epochs.get(r["task"], 0) + int(r["epochs_run"] or 0)
+    total = 0.0
+    for s in all_settings(which=which):
+        ms = step_ms.get(f"{s.code} {s.setting_id}", step_ms.get(f"{s.code} baseline", float("nan")))
+        steps = -(-s.num_train_examples // 128) + EVAL_STEP_FRACTION * -(-s.num_test_examples // 128)
+        total += epochs.get(s.code, float("nan")) * steps * ms / 1e3
+    return total
+
+
 def print_report(report: dict) -> None:
     """Two estimates per k. By suite wall time: the 36 short runs' speed-up over the first k, start-up
     of each run included. By epoch times: k runs at once, each at the per-epoch time it had while
@@ -206,6 +238,17 @@ def print_report(report: dict) -> None:
               f"{row['est_full_suite_h_from_runs']:.2f} h from trial slots, "
               + ("n/a (--like)" if wall is None else f"{wall:.2f} h") + " from the pass's wall time; epochs run per task: "
               + "; ".join(f"{t} {','.join(map(str, e))}" for t, e in stops.items()))
+        lacking = sorted({t for t in stops if f"{t} baseline" not in report.get("gpu_step_ms", {})})
+        if "gpu_step_ms" in report and lacking:
+            print(f"k={row['k']}: GPU work n/a (the profile lacks the baselines of {', '.join(lacking)})")
+        elif "gpu_step_ms" in report:
+            this_pass = gpu_work_s(runs, report["gpu_step_ms"], which="baseline")
+            row["est_full_suite_h_gpu_work"] = gpu_work_s(runs, report["gpu_step_ms"]) / 3600 / n_gpu
+            check = ("n/a (--like)" if row.get("runs_substituted") else
+                     f"this pass: {this_pass:.0f} s of GPU work predicted, {row['suite_wall_s']:.0f} s of wall time "
+                     f"measured ({this_pass / row['suite_wall_s']:.2f}x)")
+            print(f"k={row['k']}: {row['est_full_suite_h_gpu_work']:.2f} h of GPU work (profiled GPU time per step x "
+                  f"steps, the baselines' early stopping applied; {check})")
 
 
 def merge_reports(reports: list[dict]) -> dict:
@@ -316,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             profiled = "gpu_kernel_ms_per_step" in other["rows"][0]
             try:
                 report["setting_costs"] = (profile_setting_costs if profiled else setting_costs)(report, other)
+                if profiled:
+                    report["gpu_step_ms"] = profile_step_ms(report, other)
             except ValueError as exc:
                 p.error(str(exc))
             if profiled:
