@@ -6,8 +6,10 @@ Inductor fuses what is ours (norms, SwiGLU, residuals, RoPE, casts, their backwa
 backends of the linear mixers call third-party Triton/CUDA kernels (fla, causal-conv1d, ...), which
 dynamo need not trace: fla 0.6 marks its chunked kernels `torch.compiler.disable` but not, for
 example, the fused-recurrent kernels that GLA switches to for T <= 64 (compiling fla's layers made
-MAD's T = 32 gla runs fail on an H100; docs/gpu.md, session 5). So every fused mixer except
-our own attention module runs eagerly behind a clean graph break; reference backends are compiled.
+MAD's T = 32 gla runs fail on an H100; docs/gpu.md, session 5). So every fused mixer runs eagerly
+behind a clean graph break, except those whose fused layer is our own module
+(MixerSpec.fused_traceable: attention, and gla's GLAFla, which keeps fla's kernels behind their own
+graph break); reference backends are compiled.
 State-dict names do not change. One process may compile many models (packed MAD runs, train and
 eval mode, a smaller last batch), so dynamo's recompile limit is raised: a model that hit it would
 silently fall back to eager.
