@@ -175,8 +175,9 @@ def gpu_work_s(runs: list[dict], step_ms: dict[str, float], which: str = "all") 
     """GPU busy seconds of a set of settings' runs. Every setting's six runs run as many epochs as its
     task's baseline runs did (`runs`), each epoch its training batches plus its test batches at
     EVAL_STEP_FRACTION of a step, each step its profiled GPU time (the task baseline's where the setting
-    was not profiled). Runs that share one GPU take turns on it (no MPS), so when they keep it busy the
-    suite's wall time is about this sum: it needs no assumption on who shares with whom."""
+    was not profiled). Processes that share one GPU take turns on it (no MPS), so when they keep it busy
+    the suite's wall time is about this sum, whoever shares with whom; the streams of one pack's runs
+    may overlap small kernels, which makes the sum lean high."""
     from evals.mad.settings import all_settings  # noqa: PLC0415
 
     epochs: dict[str, int] = {}
