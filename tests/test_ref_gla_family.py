@@ -80,6 +80,23 @@ def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
             p.add_(0.1 * torch.randn(p.shape, generator=g).to(p))
 
 
+def _errors(module: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Relative errors of `other` against `module` on the same input and output weights: the output,
+    the input's gradient and every parameter's gradient (fla calls under the interpreter fixes)."""
+    x_m, x_o = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with interpret.fixes():
+        out_m = first(module(x_m))
+        w = torch.randn_like(out_m)
+        (out_m * w).sum().backward()
+        out_o = first(other(x_o))
+        (out_o * w).sum().backward()
+    errs = {"output": _rel(out_o, out_m), "d_input": _rel(x_o.grad, x_m.grad)}
+    params = dict(other.named_parameters())
+    for name, p in module.named_parameters():
+        errs[f"d_{name}"] = _rel(params[name].grad, p.grad)
+    return errs
+
+
 # --------------------------------------------------------------------------------------------------
 # 1. same parameters; 2. same function (forward and all gradients)
 # --------------------------------------------------------------------------------------------------
@@ -107,18 +124,7 @@ def test_parity_with_fla_forward_and_gradients(name, kw, T):
     _perturb(fused)
     ref = _build(name, "reference", 32, kw).to(DEVICE)
     ref.load_state_dict(fused.state_dict(), strict=True)
-    x = torch.randn(2, T, 32, device=DEVICE)
-    x_f, x_r = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with interpret.fixes():
-        out_f = first(fused(x_f))
-        w = torch.randn_like(out_f)
-        (out_f * w).sum().backward()
-    out_r = ref(x_r)
-    (out_r * w).sum().backward()
-    errs = {"output": _rel(out_r, out_f), "d_input": _rel(x_r.grad, x_f.grad)}
-    ref_params = dict(ref.named_parameters())
-    for pname, p in fused.named_parameters():
-        errs[f"d_{pname}"] = _rel(ref_params[pname].grad, p.grad)
+    errs = _errors(fused, ref, torch.randn(2, T, 32, device=DEVICE))
     worst = max(errs, key=errs.get)
     tol = 5e-3 if CUDA else 1e-3  # fla's Triton matmuls use TF32 on GPUs even for fp32 inputs
     assert errs[worst] < tol, f"{worst}: {errs[worst]:.2e} (all: {errs})"
@@ -144,18 +150,7 @@ def test_gla_fused_layer_computes_what_flas_layer_computes(kw, T):
     theirs = GatedLinearAttention(mode="chunk", hidden_size=32, layer_idx=0,
                                   **_resolve(32, get_mixer("gla").resolve_kwargs(kw))).to(DEVICE)
     theirs.load_state_dict(ours.state_dict(), strict=True)
-    x = torch.randn(2, T, 32, device=DEVICE)
-    x_o, x_t = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with interpret.fixes():
-        out_o = first(ours(x_o))
-        w = torch.randn_like(out_o)
-        (out_o * w).sum().backward()
-        out_t = first(theirs(x_t))
-        (out_t * w).sum().backward()
-    errs = {"output": _rel(out_o, out_t), "d_input": _rel(x_o.grad, x_t.grad)}
-    their_params = dict(theirs.named_parameters())
-    for pname, p in ours.named_parameters():
-        errs[f"d_{pname}"] = _rel(p.grad, their_params[pname].grad)
+    errs = _errors(ours, theirs, torch.randn(2, T, 32, device=DEVICE))
     worst = max(errs, key=errs.get)
     assert errs[worst] < 1e-4, f"{worst}: {errs[worst]:.2e} (all: {errs})"
 
