@@ -180,6 +180,46 @@ def test_gla_fused_layer_traced_path_computes_the_eager_one(kw, monkeypatch):
         assert _rel(a, b) < 1e-5
 
 
+@needs_fla_run
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gla_chunk_custom_ops_are_flas_chunk_gla_exactly(dtype):
+    """GLAFla's chunked kernels run as custom ops (gla_ops) so that torch.compile need not break its
+    graph; they make fla's calls, so outputs and every gradient are bit-identical to chunk_gla's."""
+    from fla.ops.gla import chunk_gla  # noqa: PLC0415
+
+    from grid.models.mixers.gla_ops import gla_chunk  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    B, T, H, K, V = 2, 70, 2, 16, 32
+    q, k = (torch.randn(B, T, H, K, device=DEVICE, dtype=dtype) for _ in range(2))
+    v = torch.randn(B, T, H, V, device=DEVICE, dtype=dtype)
+    g = (F.logsigmoid(torch.randn(B, T, H, K, device=DEVICE)) / 16).to(dtype)
+    do = torch.randn(B, T, H, V, device=DEVICE, dtype=dtype)
+    results = []
+    for fn in (lambda *a: chunk_gla(*a, state_v_first=True)[0], gla_chunk):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, g)]
+        with interpret.fixes():
+            o = fn(*leaves)
+            o.backward(do)
+        results.append([o.detach()] + [t.grad for t in leaves])
+    for name, ours, theirs in zip(("o", "dq", "dk", "dv", "dg"), results[1], results[0]):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
+
+
+@needs_fla_run
+def test_gla_chunk_is_one_graph_under_torch_compile():
+    """No graph break at the chunked kernels (fla's own chunk_gla is compiler-disabled)."""
+    from grid.models.mixers.gla_ops import gla_chunk  # noqa: PLC0415
+
+    def step(q, k, v, g):
+        return (gla_chunk(q * 2, k, v, g) + 1).sum()
+
+    q, k, g = (torch.randn(1, 70, 1, 16, device=DEVICE) for _ in range(3))
+    with interpret.fixes():  # explain runs the traced graph once
+        explained = torch._dynamo.explain(step)(q, k, torch.randn(1, 70, 1, 32, device=DEVICE), g)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # the recurrences against fla's plain-torch oracles (run without any Triton kernel)
 # --------------------------------------------------------------------------------------------------

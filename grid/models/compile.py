@@ -33,5 +33,13 @@ def compile_model(model: nn.Module) -> list[str]:
         if isinstance(mod, Block) and mod.third_party_fused:
             mod.mixer.forward = torch.compiler.disable(mod.mixer.forward)
             eager.append(f"{name}.mixer")
-    model.compile()
+    # static shapes: a process that meets a second sequence length (profiles, reused Ray workers) would
+    # otherwise recompile with symbolic lengths, slower on the GPU (CR T=1023: 6.62 vs 6.44 ms a step)
+    model.compile(dynamic=False)
     return eager
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether `model.compile()` was called on it (compile_model does): losses around such a model are
+    worth compiling too."""
+    return getattr(model, "_compiled_call_impl", None) is not None

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from grid.models.config import ModelConfig
+from grid.models.embedding_grad import embed_tokens
 from grid.models.errors import BackendUnavailable
 from grid.models.ffn import build_ffn
 from grid.models.init import init_weights
@@ -79,7 +80,7 @@ class LM(nn.Module):
 
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final-normed hidden states [B, T, D] (the AutoEncoder of MAD pools these)."""
-        x = self.embed(input_ids)
+        x = embed_tokens(self.embed, input_ids)
         for block in self.layers:
             x = block(x)
         return self.norm(x)

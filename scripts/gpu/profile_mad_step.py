@@ -10,7 +10,10 @@ its training examples measures, with graphed steps:
 - both relative to the task's baseline where it is among the settings.
 
     python scripts/gpu/profile_mad_step.py --arch gla --settings "CR baseline" "CR seq_len=1024" \
-        [--compile on|off] [--json OUT]
+        [--compile on|off] [--top N] [--inductor max_autotune=True ...] [--json OUT]
+
+`--inductor KEY=VALUE` sets torch._inductor.config.KEY before compiling (an experiment: the MAD
+runs themselves use Inductor's defaults); the report records the options.
 """
 from __future__ import annotations
 
@@ -36,7 +39,36 @@ def find_settings(names: list[str]) -> list:
     return [known[n] for n in names]
 
 
-def profile_setting(arch: str, setting, compile: bool, data_root: str, steps: int) -> dict:
+def parse_inductor_options(items: list[str]) -> dict:
+    """['max_autotune=True', 'coordinate_descent_tuning=1'] -> {...}, values as Python literals."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--inductor {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def apply_inductor_options(options: dict) -> None:
+    import torch._inductor.config as cfg
+
+    for key, value in options.items():
+        if not hasattr(cfg, key.split(".")[0]):
+            raise ValueError(f"torch._inductor.config has no option {key!r}")
+        target = cfg
+        *path, last = key.split(".")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+
+
+def profile_setting(arch: str, setting, compile: bool, data_root: str, steps: int, top: int = 10) -> dict:
     import torch
 
     from evals.mad.backbones import build_backbone
@@ -64,7 +96,7 @@ def profile_setting(arch: str, setting, compile: bool, data_root: str, steps: in
             "vocab_size": setting.vocab_size, "input_width": int(xtr.shape[1]), "compile": compile,
             "ms_per_step_alone": wall, "gpu_kernel_ms_per_step": sum(per.values()), "kernels_per_step": n_kernels,
             "gpu_ms_by_class": {k: round(v, 4) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
-            "top_kernels_ms_per_step": top_kernels(per, 10)}
+            "top_kernels_ms_per_step": top_kernels(per, top)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=("on", "off"), default="on")
     p.add_argument("--data-path", default="benchmark/data")
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--top", type=int, default=10, help="how many of the largest kernels to list per setting")
+    p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="torch._inductor.config options to set before compiling (recorded)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     try:
         settings = find_settings(args.settings)
+        inductor = parse_inductor_options(args.inductor)
     except ValueError as exc:
         p.error(str(exc))
     import torch
@@ -86,18 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error("needs a CUDA GPU")
     from grid.env import provenance
 
+    apply_inductor_options(inductor)
     rows: list[dict] = []
     for s in settings:
         try:
-            rows.append(profile_setting(args.arch, s, args.compile == "on", args.data_path, args.steps))
+            rows.append(profile_setting(args.arch, s, args.compile == "on", args.data_path, args.steps, args.top))
         except Exception as exc:  # noqa: BLE001 - one setting's failure is a row, not the end of the run
             rows.append({"setting": f"{s.code} {s.setting_id}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         print(json.dumps(rows[-1]), flush=True)
         if args.json:  # after every setting: a killed run keeps what it measured
-            Path(args.json).write_text(json.dumps({"arch": args.arch, "provenance": provenance(), "rows": rows},
+            Path(args.json).write_text(json.dumps({"arch": args.arch, "provenance": provenance(), "inductor": inductor,
+                                                  "rows": rows},
                                                   indent=1))
     base = {r["task"]: r for r in rows if r.get("setting", "").endswith(" baseline") and "error" not in r}
-    print(f"\narch={args.arch} compile={args.compile}, graphed steps, one run alone on the GPU")
+    print(f"\narch={args.arch} compile={args.compile} inductor={inductor or 'defaults'}, graphed steps, one run alone on the GPU")
     print("setting                    T  wall ms/step  GPU ms/step  GPU ms vs task baseline  largest class")
     for r in rows:
         if "error" in r:

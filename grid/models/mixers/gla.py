@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution
+from grid.models.mixers.gla_ops import gla_chunk
 from grid.models.registry import MixerSpec, register
 
 CHUNK = 16  # intra-chunk decays are materialised as [C, C, d_k]: 16 is the fastest and leanest on CPU
@@ -216,15 +217,20 @@ class GLARef(LinearAttentionBase):
         return gla_chunked(q, k, v, gk)
 
 
-@torch.compiler.disable
 def fla_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Tensor) -> torch.Tensor:
-    """fla's GLA kernels, as fla's layer calls them: fused-recurrent for T <= 64, chunked above.
-    Behind a graph break: dynamo must not trace fla's Triton launchers (grid/models/compile.py)."""
-    from fla.ops.gla import chunk_gla, fused_recurrent_gla  # noqa: PLC0415
-
+    """fla's GLA kernels, as fla's layer calls them: fused-recurrent for T <= 64, chunked above. The
+    chunked ones are custom ops inside the compiled graph (gla_ops); the fused-recurrent one runs behind
+    a graph break: dynamo must not trace fla's Triton launchers (grid/models/compile.py)."""
     if q.shape[1] <= 64:
-        return fused_recurrent_gla(q=q, k=k, v=v, gk=gk, state_v_first=True)[0]
-    return chunk_gla(q=q, k=k, v=v, g=gk, state_v_first=True)[0]
+        return fla_recurrent_gla(q, k, v, gk)
+    return gla_chunk(q, k, v, gk)
+
+
+@torch.compiler.disable
+def fla_recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Tensor) -> torch.Tensor:
+    from fla.ops.gla import fused_recurrent_gla  # noqa: PLC0415
+
+    return fused_recurrent_gla(q=q, k=k, v=v, gk=gk, state_v_first=True)[0]
 
 
 class RMSNormGatedFla(RMSNormGated):
