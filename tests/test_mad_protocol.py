@@ -319,3 +319,21 @@ def test_packed_runs_match_solo_runs(tmp_path):
         assert (p["loss"], p["acc"], p["train_loss"], p["ppl"]) == (s["loss"], s["acc"], s["train_loss"], s["ppl"])
         assert p["lr"] == s["lr"] and p["epochs_run"] == s["epochs_run"] == 2
         assert p["epoch"] == 1 and p["test_loss"] > 0  # the last ctx.report (MemberContext) is in the row too
+
+
+def test_mad_loss_is_compiled_only_around_a_compiled_model(monkeypatch):
+    """A compiled model's loss goes through the compiled cross-entropy (same value); an eager one's not."""
+    calls = []
+
+    def fake_compiled(logits, y):
+        calls.append(tuple(logits.shape))
+        return backbones.token_cross_entropy(logits, y)
+
+    monkeypatch.setattr(backbones, "compiled_cross_entropy", lambda: fake_compiled)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(2, 5, 4), torch.tensor([[0, 1, 2, -100, 1], [-100, -100, 2, 0, 1]])
+    eager = backbones.mad_loss(model, x, y)
+    assert calls == []
+    model._compiled_call_impl = model._call_impl  # what model.compile() sets, minus the compiler
+    assert backbones.mad_loss(model, x, y) == eager and calls == [(2, 5, 3)]
