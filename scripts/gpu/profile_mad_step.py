@@ -59,12 +59,13 @@ def apply_inductor_options(options: dict) -> None:
     import torch._inductor.config as cfg
 
     for key, value in options.items():
-        if not hasattr(cfg, key.split(".")[0]):
-            raise ValueError(f"torch._inductor.config has no option {key!r}")
         target = cfg
         *path, last = key.split(".")
-        for part in path:
-            target = getattr(target, part)
+        for part in path + [last]:  # every part must exist: a typo must not become a new, unused option
+            if not hasattr(target, part):
+                raise ValueError(f"torch._inductor.config has no option {key!r}")
+            if part != last:
+                target = getattr(target, part)
         setattr(target, last, value)
 
 
