@@ -29,7 +29,10 @@ def use_one_pass(weight: torch.Tensor) -> bool:
 
 
 def embed_tokens(embedding: nn.Embedding, input_ids: torch.Tensor) -> torch.Tensor:
-    """embedding(input_ids); on CUDA with a small vocabulary, the backward is the one-pass kernel."""
+    """embedding(input_ids); on CUDA with a small vocabulary, the backward is the one-pass kernel.
+    Any other embedding module (a member-stacked one: grid/models/stacked.py) is called as it is."""
+    if not isinstance(embedding, nn.Embedding):
+        return embedding(input_ids)
     if (use_one_pass(embedding.weight) and embedding.padding_idx is None and embedding.max_norm is None
             and not embedding.scale_grad_by_freq and not embedding.sparse):
         return SmallVocabEmbedding.apply(input_ids, embedding.weight)

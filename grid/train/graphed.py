@@ -37,8 +37,12 @@ import torch.nn as nn
 EAGER_LOCK = threading.RLock()
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Write `lr` into every param group: in place into a tensor lr (a captured graph reads it)."""
+def set_lr(optimizer: torch.optim.Optimizer, lr) -> None:
+    """Write `lr` into every param group: in place into a tensor lr (a captured graph reads it).
+    An optimizer with its own `set_lr` (per-member lrs: grid/train/member_optim.py) takes it as is."""
+    if hasattr(optimizer, "set_lr"):
+        optimizer.set_lr(lr)
+        return
     for g in optimizer.param_groups:
         if isinstance(g["lr"], torch.Tensor):
             g["lr"].fill_(lr)

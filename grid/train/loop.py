@@ -7,7 +7,11 @@ Contract
   micro-batches whose losses are weighted by their share of the rows (exactly the full-batch
   mean when every row carries the same number of targets, as in LM pretraining).
 * `loss_fn(model, x, y) -> scalar tensor` (the mean loss of that micro-batch; add `model.aux_loss`
-  there for MoE).
+  there for MoE). A member-stacked model (grid/models/stacked.py: M runs trained as one) returns
+  one loss per member, a 1-D tensor: the backward runs on its sum (members' parameters are
+  disjoint, so each gets its own run's gradient), and `reduce_losses(steps, values)` turns each
+  step's member losses (lists, read back with the others) into the one number the loop checks and
+  logs, doing the members' own bookkeeping on the way (grid/train/members.py).
 * `lr_schedule(step) -> lr` is written into every param group before each step (None: leave the
   optimizer's lrs alone). Because batches and lrs are functions of the step only, a run resumed
   from a checkpoint (model, optimizer, step, RNG states, loop counters) reproduces the straight run.
@@ -24,6 +28,9 @@ Contract
   reported step is exact either way; at most `sync_every - 1` further steps were taken.
 * Checkpoints: with a `checkpointer` (save/load, see grid.train.checkpoint) the loop restores
   its latest state at start (`resume=True`) and saves every `ckpt_every` steps and at the end.
+* `after_eval(record) -> bool` runs after `on_eval` and `should_stop` when training goes on: it may
+  replace the model's or optimizer's tensors (a stacked model dropping finished members); True
+  says it did, and a CUDA-graphed step is captured again for the new shapes.
 * `on_step(steps_done)` runs after every optimizer step (host side, no device sync): a hook for
   timing marks such as the trainer's steady-state throughput window.
 * precision 'bf16' autocasts to bfloat16 on CUDA only; on CPU training is fp32 (recorded in
@@ -122,7 +129,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, 
     for xc, yc, w in _split(x, y, grad_accum):
         with autocast_ctx(device, precision, cache=autocast_cache):
             loss = loss_fn(model, xc, yc)
-        (loss * w if w != 1.0 else loss).backward()
+        objective = loss.sum() if loss.dim() else loss  # one loss per member: their sum
+        (objective * w if w != 1.0 else objective).backward()
         part = loss.detach().float() * w
         total = part if total is None else total + part
     if grad_clip is not None and grad_clip > 0:
@@ -156,6 +164,8 @@ def train(
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     cuda_graph: bool = False,
+    reduce_losses: Callable[[list[int], list[list[float]]], list[float]] | None = None,
+    after_eval: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainResult:
     """Train `model` for up to `max_steps` optimizer steps. See the module docstring for the contract."""
     if max_steps < 0 or grad_accum < 1 or sync_every < 1:
@@ -183,11 +193,17 @@ def train(
 
     step_fn = functools.partial(optimizer_step, model, optimizer, loss_fn, grad_accum=grad_accum,
                                 grad_clip=grad_clip, device=device, precision=prec)
-    graphed = None
-    if cuda_graph and device.type == "cuda":  # CPU runs stay eager (recorded: graph_replays 0)
+    graphs: list = []  # the GraphedStep of each shape the model had (more than one: a stacked model shrank)
+
+    def new_graph():
+        if not (cuda_graph and device.type == "cuda"):  # CPU runs stay eager (recorded: graph_replays 0)
+            return None
         from grid.train.graphed import GraphedStep  # noqa: PLC0415
 
-        graphed = GraphedStep(step_fn, model, optimizer, device)
+        graphs.append(GraphedStep(step_fn, model, optimizer, device))
+        return graphs[-1]
+
+    graphed = new_graph()
 
     t0 = time.perf_counter()
     pending: list[tuple[int, torch.Tensor]] = []  # (step index, device loss) not yet read back
@@ -202,6 +218,10 @@ def train(
         values = torch.stack([v for _, v in pending]).float().cpu().tolist()
         steps = [s for s, _ in pending]
         pending.clear()
+        if values and isinstance(values[0], list):
+            if reduce_losses is None:
+                raise ValueError("loss_fn returned one loss per member: train() needs reduce_losses")
+            values = reduce_losses(steps, values)
         win_sum, win_n = 0.0, 0
         for s, v in zip(steps, values):
             if not math.isfinite(v):
@@ -261,14 +281,17 @@ def train(
                 on_eval(record)
             if should_stop is not None and should_stop(record):
                 st.stopped_early = stop = True
+            if not stop and after_eval is not None and after_eval(record):
+                graphed = new_graph()  # the old graph's shapes are gone
         if ckpt_due or (stop and checkpointer is not None and ckpt_every > 0):
             checkpointer.save(_snapshot(model, optimizer, st, st.wall_s + time.perf_counter() - t0))
         if stop:
             break
     st.wall_s += time.perf_counter() - t0
     res = result("diverged", bad[0], bad[1]) if status == "diverged" else result()
-    if graphed is not None:
-        res.graph_replays, res.graph_fallback = graphed.replays, graphed.fallback_reason
+    if graphs:
+        res.graph_replays = sum(g.replays for g in graphs)
+        res.graph_fallback = next((g.fallback_reason for g in graphs if g.fallback_reason), None)
     return res
 
 

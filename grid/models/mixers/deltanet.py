@@ -124,7 +124,11 @@ def default_heads(d_model: int) -> int:
 
 
 class DeltaNetRef(nn.Module):
-    """Plain-PyTorch twin of fla.layers.DeltaNet (training forward: no cache, no mask, no varlen)."""
+    """Plain-PyTorch twin of fla.layers.DeltaNet (training forward: no cache, no mask, no varlen).
+    `recurrence(q, k, v, beta)` is the delta rule on l2-normed q, k (a member-stacked model sets it
+    to `fla_delta_rule` to run this twin on fla's kernels: grid/models/stacked.py)."""
+
+    recurrence = staticmethod(delta_rule_chunked)
 
     def __init__(self, hidden_size: int, expand_k: float = 1.0, expand_v: float = 1.0, num_heads: int = 4,
                  use_beta: bool = True, use_gate: bool = False, use_short_conv: bool = True, conv_size: int = 4,
@@ -181,12 +185,22 @@ class DeltaNetRef(nn.Module):
         beta = self.b_proj(x).sigmoid() if self.use_beta else torch.ones_like(q[..., 0])
         if self.allow_neg_eigval:
             beta = beta * 2.0
-        o = delta_rule_chunked(q, k, v, beta)
+        o = self.recurrence(q, k, v, beta)
         if self.use_gate:
             o = self.o_norm(o, self.g_proj(x).view(B, T, self.num_heads, self.head_v_dim))
         else:
             o = self.o_norm(o)
         return self.o_proj(o.reshape(B, T, self.value_dim))
+
+
+def fla_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """`delta_rule_chunked(q, k, v, beta)` on fla's kernels, chosen as fla's DeltaNet layer chooses them
+    (fused-recurrent for T <= 64, chunked above); q and k arrive l2-normed."""
+    if q.shape[1] <= 64:
+        from fla.ops.delta_rule import fused_recurrent_delta_rule as kernel  # noqa: PLC0415
+    else:
+        from fla.ops.delta_rule import chunk_delta_rule as kernel  # noqa: PLC0415
+    return kernel(q=q, k=k, v=v, beta=beta, use_qk_l2norm_in_kernel=False)[0]
 
 
 # --------------------------------------------------------------------------------------------------

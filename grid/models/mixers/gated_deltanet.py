@@ -49,7 +49,11 @@ def init_decay_params(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class GatedDeltaNetRef(nn.Module):
-    """Plain-PyTorch twin of fla.layers.GatedDeltaNet (training forward: no cache, no mask, no varlen)."""
+    """Plain-PyTorch twin of fla.layers.GatedDeltaNet (training forward: no cache, no mask, no varlen).
+    `recurrence(q, k, v, beta, g, scale=)` is the gated delta rule on l2-normed q, k (a member-stacked
+    model sets it to `fla_gated_delta_rule` to run this twin on fla's kernel: grid/models/stacked.py)."""
+
+    recurrence = staticmethod(delta_rule_chunked)
 
     def __init__(self, hidden_size: int, expand_v: float = 2, head_dim: int = 256, num_heads: int = 6,
                  num_v_heads: int | None = None, use_gate: bool = True, use_short_conv: bool = True,
@@ -108,12 +112,25 @@ class GatedDeltaNetRef(nn.Module):
         if self.allow_neg_eigval:
             beta = beta * 2.0
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
-        o = delta_rule_chunked(q, k, v, beta, g, scale=self.head_k_dim ** -0.5)
+        o = self.recurrence(q, k, v, beta, g, scale=self.head_k_dim ** -0.5)
         if self.use_gate:
             o = self.o_norm(o, self.g_proj(x).view(B, T, self.num_v_heads, self.head_v_dim))
         else:
             o = self.o_norm(o)
         return self.o_proj(o.reshape(B, T, self.value_dim))
+
+
+def fla_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
+                         scale: float) -> torch.Tensor:
+    """`delta_rule_chunked(q, k, v, beta, g, scale)` on fla's kernels, chosen as fla's layer chooses them
+    (chunked whenever gradients are on; fused-recurrent for T <= 64 without them, i.e. at evaluation).
+    q, k arrive l2-normed, beta after its sigmoid, g as the log decay: the twin computes in PyTorch
+    what fla's layer computes inside the kernel (the same formulas, fp32)."""
+    if not torch.is_grad_enabled() and q.shape[1] <= 64:
+        from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule as kernel  # noqa: PLC0415
+    else:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as kernel  # noqa: PLC0415
+    return kernel(q=q, k=k, v=v, g=g, beta=beta, scale=scale, use_qk_l2norm_in_kernel=False, state_v_first=True)[0]
 
 
 # --------------------------------------------------------------------------------------------------
