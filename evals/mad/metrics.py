@@ -66,6 +66,22 @@ def batch_row(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = I
                         correct.double(), n_valid.double()])
 
 
+@torch.no_grad()
+def member_batch_rows(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """`batch_row` of each member of a member-stacked model: logits [M, B, ..., V] (member m's are
+    logits[m]), targets [B, ...] shared -> [M, 7]. Each member's row is computed exactly as a solo
+    run's (the same calls, one member at a time)."""
+    return torch.stack([batch_row(member, targets, ignore_index) for member in logits])
+
+
+def split_metrics(sums) -> dict[str, float]:
+    """acc, loss, ppl, acc_micro, n_targets from a split's summed batch rows (7 numbers)."""
+    acc_w, w, loss_w, ppl_w, wl, correct, valid = (float(v) for v in sums)
+    nan = float("nan")
+    return {"acc": acc_w / w, "loss": loss_w / wl if wl else nan, "ppl": ppl_w / wl if wl else nan,
+            "acc_micro": correct / valid if valid else nan, "n_targets": int(valid)}
+
+
 class MADMetrics:
     """Accumulates per-batch metrics of one split; `compute()` returns python floats."""
 
@@ -85,10 +101,7 @@ class MADMetrics:
             raise ValueError("no batch was added")
         if self._sums.is_cuda:  # wait with the GIL released (packed runs: other threads keep launching)
             torch.cuda.current_stream(self._sums.device).synchronize()
-        acc_w, w, loss_w, ppl_w, wl, correct, valid = self._sums.cpu().tolist()
-        nan = float("nan")
-        return {"acc": acc_w / w, "loss": loss_w / wl if wl else nan, "ppl": ppl_w / wl if wl else nan,
-                "acc_micro": correct / valid if valid else nan, "n_targets": int(valid)}
+        return split_metrics(self._sums.cpu().tolist())
 
 
 def evaluate_batches(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,

@@ -171,6 +171,78 @@ def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[st
 _SETUP_LOCK = threading.Lock()
 
 
+# ------------------------------------------------------------------ the pieces a run is made of
+# (run_mad below; evals/mad/batched.py trains several runs of one setting as one stacked model with
+# the same pieces, so that a member computes, stops and reports exactly as its solo run would)
+
+def lr_schedule(cfg: MADRunConfig, steps_per_epoch: int):
+    """The run's lr as a function of the step."""
+    return CosinePerEpoch(cfg.lr, cfg.min_lr, cfg.epochs, steps_per_epoch)
+
+
+def batch_fn(inputs: torch.Tensor, targets: torch.Tensor, cfg: MADRunConfig, device: torch.device):
+    """(get_batch(step) -> (x, y), steps per epoch): the training batches of every step."""
+    n_train, bs = int(inputs.shape[0]), cfg.batch_size
+    spe = math.ceil(n_train / bs)
+    perm_cache: dict[int, torch.Tensor] = {}
+
+    def get_batch(step: int):
+        epoch, i = divmod(step, spe)
+        if epoch not in perm_cache:
+            perm_cache.clear()
+            perm_cache[epoch] = epoch_permutation(n_train, cfg.seed, epoch).to(device)
+        idx = perm_cache[epoch][i * bs:(i + 1) * bs]
+        return inputs[idx], targets[idx]
+
+    return get_batch, spe
+
+
+def stops(cfg: MADRunConfig, record: dict[str, Any]) -> bool:
+    """Whether the run ends after this epoch's evaluation (test accuracy passed stop_acc, or a
+    non-finite test loss)."""
+    return record["test_acc"] >= cfg.stop_acc or not _finite(record["test_loss"])
+
+
+REPORTED = ("epoch", "step", "test_acc", "test_acc_micro", "test_ppl", "test_loss", "train_loss", "lr")
+
+
+def run_row(cfg: MADRunConfig, setting, mcfg, *, n_params: int, backends: dict[str, str], device: torch.device,
+            compiled: bool, result, steps_per_epoch: int, eval_graph=None) -> dict[str, Any]:
+    """The run's result fields (status, scores, what ran) from its TrainResult."""
+    out: dict[str, Any] = {
+        "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
+        "task_name": setting.task, "setting": setting.setting_id, "setting_dir": setting.dir_name,
+        "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+        "max_train_examples": cfg.max_train_examples or 0,
+        "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
+        "backend": ",".join(f"{k}={v}" for k, v in backends.items()), "device": str(device),
+        "compiled": compiled,
+        "precision": effective_precision(device, cfg.precision), "steps_per_epoch": steps_per_epoch,
+        "steps": result.steps, "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
+        "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
+        "cuda_graph_fallback": result.graph_fallback,
+        "eval_graph_replays": eval_graph.replays if eval_graph is not None else 0,
+        "eval_graph_fallback": eval_graph.fallback_reason if eval_graph is not None else None,
+    }
+    history = result.history
+    nan_eval = bool(history) and not _finite(history[-1]["test_loss"])
+    if result.status == "diverged" or nan_eval or not history:
+        if nan_eval:
+            out["error"] = f"non-finite test loss at epoch {history[-1]['epoch']}"
+        elif not history and result.status != "diverged":
+            out["error"] = "no epoch was evaluated"
+        finite_hist = [h for h in history if _finite(h["test_loss"])]
+        out.update(status="nan", nan=True, acc=0.0, acc_last=0.0, acc_best=0.0, acc_micro=0.0, ppl=float("nan"),
+                   loss=float("nan"), best_epoch=None, epochs_run=len(history),
+                   stopped_early=False, train_loss=float("nan"), train_loss_last=float("nan"),
+                   acc_pre_nan=summarize(finite_hist, cfg.stop_acc)["acc"] if finite_hist else 0.0)
+    else:
+        out.update(status="ok", nan=False, **summarize(history, cfg.stop_acc))
+        out["stopped_early"] = result.stopped_early
+    out["train_wall_s"] = result.wall_s
+    return out
+
+
 def _setup(cfg: MADRunConfig, setting, device: torch.device):
     """Seed, load the data onto the device, build the backbone: (model, model config, train, test)."""
     from evals.mad.backbones import build_backbone  # noqa: PLC0415
@@ -211,19 +283,10 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         from grid.models.compile import compile_model  # noqa: PLC0415
 
         compile_model(model)
-    n_train, bs = int(xtr.shape[0]), cfg.batch_size
-    spe = math.ceil(n_train / bs)
+    bs = cfg.batch_size
+    get_batch, spe = batch_fn(xtr, ytr, cfg, device)
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)
-    schedule = CosinePerEpoch(cfg.lr, cfg.min_lr, cfg.epochs, spe)
-    perm_cache: dict[int, torch.Tensor] = {}
-
-    def get_batch(step: int):
-        epoch, i = divmod(step, spe)
-        if epoch not in perm_cache:
-            perm_cache.clear()
-            perm_cache[epoch] = epoch_permutation(n_train, cfg.seed, epoch).to(device)
-        idx = perm_cache[epoch][i * bs:(i + 1) * bs]
-        return xtr[idx], ytr[idx]
+    schedule = lr_schedule(cfg, spe)
 
     graphed_eval = None
     if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
@@ -244,11 +307,10 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
             best_state.update(ppl=rec["test_ppl"],
                               weights={k: v.detach().clone() for k, v in model.state_dict().items()})
         if ctx is not None:
-            ctx.report({k: rec[k] for k in ("epoch", "step", "test_acc", "test_acc_micro", "test_ppl", "test_loss",
-                                            "train_loss", "lr")})
+            ctx.report({k: rec[k] for k in REPORTED})
 
     def should_stop(rec: dict[str, Any]) -> bool:
-        return rec["test_acc"] >= cfg.stop_acc or not _finite(rec["test_loss"])
+        return stops(cfg, rec)
 
     result = train(model, optimizer, schedule, get_batch, mad_loss, max_steps=cfg.epochs * spe,
                    evaluate=evaluate, eval_every=spe, precision=cfg.precision, should_stop=should_stop,
@@ -256,36 +318,9 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
                    ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0, sync_every=spe,
                    cuda_graph=cfg.cuda_graph)
 
-    out: dict[str, Any] = {
-        "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
-        "task_name": setting.task, "setting": setting.setting_id, "setting_dir": setting.dir_name,
-        "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-        "max_train_examples": cfg.max_train_examples or 0,
-        "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
-        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
-        "compiled": compiled,
-        "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,
-        "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
-        "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
-        "cuda_graph_fallback": result.graph_fallback,
-        "eval_graph_replays": graphed_eval.replays if graphed_eval is not None else 0,
-        "eval_graph_fallback": graphed_eval.fallback_reason if graphed_eval is not None else None,
-    }
-    history = result.history
-    nan_eval = bool(history) and not _finite(history[-1]["test_loss"])
-    if result.status == "diverged" or nan_eval or not history:
-        if nan_eval:
-            out["error"] = f"non-finite test loss at epoch {history[-1]['epoch']}"
-        elif not history and result.status != "diverged":
-            out["error"] = "no epoch was evaluated"
-        finite_hist = [h for h in history if _finite(h["test_loss"])]
-        out.update(status="nan", nan=True, acc=0.0, acc_last=0.0, acc_best=0.0, acc_micro=0.0, ppl=float("nan"),
-                   loss=float("nan"), best_epoch=None, epochs_run=len(history),
-                   stopped_early=False, train_loss=float("nan"), train_loss_last=float("nan"),
-                   acc_pre_nan=summarize(finite_hist, cfg.stop_acc)["acc"] if finite_hist else 0.0)
-    else:
-        out.update(status="ok", nan=False, **summarize(history, cfg.stop_acc))
-        out["stopped_early"] = result.stopped_early
+    out = run_row(cfg, setting, mcfg, n_params=n_params, backends=model.backends, device=device, compiled=compiled,
+                  result=result, steps_per_epoch=spe, eval_graph=graphed_eval)
+    if out["status"] == "ok":
         if cfg.eval_train and "weights" in best_state:
             model.load_state_dict(best_state["weights"])
             model.eval()
@@ -295,5 +330,4 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
                 tm = evaluate_split(model, xtr, ytr, bs)
             out.update(train_acc=tm["acc"], train_ppl=tm["ppl"], train_loss_eval=tm["loss"])
     out["run_wall_s"] = time.perf_counter() - t_start  # "wall_s" is the runner's column (whole trial)
-    out["train_wall_s"] = result.wall_s
     return out

@@ -2,7 +2,7 @@
 
 Flags keep the original benchmark's names (--model-id --n-gpu --n-tasks-gpu --ray-tmp-path
 --data-path --num-workers --log-parameters) plus --tasks, --settings, --epochs, --results,
---address, --force, --backend, --autotune, --cuda-graph, --compile, --pack. The command generates
+--address, --force, --backend, --autotune, --cuda-graph, --compile, --pack, --batch. The command generates
 missing data, runs every (setting, lr, wd) trial that has no ok row in the results store yet, and
 ends by printing the MAD table.
 """
@@ -63,6 +63,12 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "(processes that share a GPU are time-sliced, threads overlap their kernels). auto "
                         "(default): the lr x wd runs of one setting together on GPU, 1 on CPU. Each run still gets "
                         "its own row; --n-tasks-gpu counts these trials per GPU")
+    p.add_argument("--batch", choices=("on", "off"), default="on",
+                   help="on (default): the lr x wd runs of a setting train as ONE model with member-stacked weights "
+                        "(evals/mad/batched.py: one kernel launch per layer for all of them, each run still gets its "
+                        "own row and key, exec_path=batched) where the architecture's mixer can be stacked "
+                        "(grid/models/stacked.py: STACKABLE); other architectures run as --pack says. A number for "
+                        "--pack caps the runs per batched model. off: every architecture runs as --pack says")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
     return p
@@ -86,17 +92,45 @@ def pack_size(args) -> int:
     return int(args.pack)
 
 
-def pack_by_setting(trials: list, size: int, resources, retries: int = 0) -> list:
-    """Packs of up to `size` runs of one setting (same data, same batch order), in the given order."""
+GROUP_FN = "evals.mad.batched:run_mad_group"  # trains a batched group's runs as one stacked model
+
+
+def pack_by_setting(trials: list, size: int, resources, retries: int = 0, group: str | None = None) -> list:
+    """Packs of up to `size` runs of one setting (same data, same batch order), in the given order;
+    with `group`, each pack's runs train through that group function (a batched model)."""
     from grid.run.pack import make_pack  # noqa: PLC0415
 
-    if size <= 1:
+    if size <= 1 and group is None:
         return list(trials)
     groups: dict[tuple, list] = {}
     for t in trials:
         groups.setdefault((t.columns["task"], t.columns["setting"]), []).append(t)
-    return [make_pack(g[i:i + size], resources=resources, retries=retries)
-            for g in groups.values() for i in range(0, len(g), size)]
+    return [make_pack(g[i:i + size], resources=resources, retries=retries, group=group)
+            for g in groups.values() for i in range(0, len(g), max(size, 1))]
+
+
+def batch_or_pack(trials: list, args, resources, retries: int = 0) -> list:
+    """Trials as they go to Ray: batched groups (--batch on, where the mixer can be stacked) of up to
+    all runs of a setting (or --pack N), and packs (--pack) of the rest, settings in the given order."""
+    from evals.mad.batched import batchable  # noqa: PLC0415
+    from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
+
+    out, size = [], pack_size(args)
+    cap = int(args.pack) if args.pack != "auto" else len(args.lrs) * len(args.wds)
+    for i, t in enumerate(trials):
+        first_of_setting = i == 0 or _setting(trials[i - 1]) != _setting(t)
+        if not first_of_setting:
+            continue
+        runs = [u for u in trials if _setting(u) == _setting(t)]
+        if args.batch == "on" and batchable(MADRunConfig.model_validate(t.config), args.gpus_found)[0]:
+            out += pack_by_setting(runs, cap, resources, retries, group=GROUP_FN)
+        else:
+            out += pack_by_setting(runs, size, resources, retries)
+    return out
+
+
+def _setting(trial) -> tuple:
+    return trial.columns["task"], trial.columns["setting"]
 
 
 def heaviest_first(settings: list) -> list:
@@ -227,14 +261,15 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
     trials = make_trials(args, heaviest_first(settings))
-    size = pack_size(args)
-    if size > 1:
-        from grid.run.resources import trial_resources  # noqa: PLC0415
+    from grid.run.resources import trial_resources  # noqa: PLC0415
 
-        trials = pack_by_setting(trials, size, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1),
-                                 retries=max(args.max_failures, 0))
-        print(f"{sum(len(t.members) or 1 for t in trials)} runs in {len(trials)} Ray trials of up to {size} runs "
-              f"(--pack), {args.n_tasks_gpu} trial(s) per GPU", flush=True)
+    trials = batch_or_pack(trials, args, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1),
+                           retries=max(args.max_failures, 0))
+    if any(t.members for t in trials):
+        batched = [t for t in trials if t.config.get("group")]
+        print(f"{sum(len(t.members) or 1 for t in trials)} runs in {len(trials)} Ray trials: "
+              f"{sum(len(t.members) for t in batched)} runs in {len(batched)} batched models (--batch), the rest "
+              f"in packs of up to {pack_size(args)} (--pack); {args.n_tasks_gpu} trial(s) per GPU", flush=True)
     cpus = os.cpu_count() or 2
     summary = run_trials(trials, store=ResultsStore(args.results), experiment=f"mad-{args.model_id}",
                          storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,

@@ -16,9 +16,13 @@ unchanged, with activations of batch M*B, member-major (rows m*B .. m*B+B-1 are 
 * nn.Linear -> `StackedLinear`: weight [M, out, in]; x [M*B, ..., in] is viewed as [M, B*..., in]
   and multiplied by one batched GEMM (torch.baddbmm/bmm).
 * nn.Embedding -> `StackedEmbedding`: one table [M, V, D]; member m reads rows m*V + id.
-* per-channel modules (RMSNorm, RMSNormGated and subclasses): their own forward runs on inputs viewed
-  as [M, B*..., D] with the weight presented as [M, 1, D] (the same elementwise math as solo).
-* ShortConvolution (depthwise causal conv): members folded into channels, [B, T, M*C], one conv.
+* per-channel modules (RMSNorm, RMSNormGated and subclasses): their own forward runs on the [M*B, ...]
+  input; only the weight step (`affine`) views the normalised rows as [M, B*..., D] against the
+  weight presented as [M, 1, D]. Why not view the input: the input's gradient would then arrive as
+  one sum through the view instead of term by term as in the solo model (another rounding order).
+* ShortConvolution (depthwise causal conv): on GPU members folded into channels, [B, T, M*C], one
+  conv; on CPU one solo call per member (oneDNN's backward rounds differently for another channel
+  count, and reference runs should stay bit for bit their solo runs).
 * any other parameter held directly by one of OUR modules (decay rates A_log, dt_bias, ...): the
   module's forward reads it as [M*B, 1, *shape], i.e. broadcast over time against [M*B, T, *shape]
   activations (checked per mixer by tests/test_stacked_models.py).
@@ -52,6 +56,9 @@ import torch.nn.functional as F
 from grid.models.embedding_grad import SmallVocabEmbedding, use_one_pass
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution
 
+# the mixers whose stacked model is checked member by member against solo runs
+# (tests/test_stacked_models.py runs every one of them): stack_model refuses the others
+STACKABLE: tuple[str, ...] = ("attention", "gla", "deltanet", "gated_deltanet", "retnet", "hgrn", "hgrn2")
 # mixers whose fused layer is fla's own module: the stacked model runs their reference twin with this
 # fla recurrence ("module:function", called like the twin's `recurrence`)
 FLA_TWINS: dict[str, str] = {
@@ -61,6 +68,18 @@ FLA_TWINS: dict[str, str] = {
 # where our own modules live: only their direct parameters may be broadcast (third-party code may hand
 # a parameter to a kernel that has no member dim)
 _OUR_PACKAGES = ("grid.", "evals.")
+
+
+def stackable(mixer: str, backend: str) -> bool:
+    """Whether models of `mixer` under `backend` ('fused' or 'reference') can be stacked: a tested
+    mixer whose fused layer is our own module (MixerSpec.fused_traceable) or has an fla twin."""
+    if mixer not in STACKABLE:
+        return False
+    if backend == "reference":
+        return True
+    from grid.models.registry import get_mixer  # noqa: PLC0415
+
+    return get_mixer(mixer).fused_traceable or mixer in FLA_TWINS
 
 
 class NotStackable(ValueError):
@@ -89,8 +108,14 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.members.count
         xs = x.reshape(m, -1, self.in_features)
-        w = self.weight.transpose(1, 2)
-        y = torch.bmm(xs, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), xs, w)
+        if self.out_features == 1 and not x.is_cuda:
+            # a solo Linear with one output runs a matrix-vector kernel on CPU, which rounds unlike bmm:
+            # per member here, so that reference runs stay bit for bit their solo runs
+            y = torch.stack([F.linear(xs[i], self.weight[i], None if self.bias is None else self.bias[i])
+                             for i in range(m)])
+        else:
+            w = self.weight.transpose(1, 2)
+            y = torch.bmm(xs, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), xs, w)
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
@@ -128,40 +153,44 @@ _CLASSES: dict[tuple[str, type, tuple[str, ...]], type] = {}
 def _rewritten_class(kind: str, cls: type, names: tuple[str, ...]) -> type:
     key = (kind, cls, names)
     if key not in _CLASSES:
-        base_forward = _plain_forward(cls) if kind == "per_channel" else cls.forward
+        base_forward = _plain_base(cls).forward if kind == "per_channel" else cls.forward
         present = {"per_channel": _per_channel_view, "conv": _conv_view, "broadcast": _broadcast_view}[kind]
         ns: dict[str, Any] = {name: property(lambda self, n=name: present(self, self._parameters[n])) for name in names}
         if kind == "per_channel":
-            ns["forward"] = _per_channel_forward(base_forward)
+            ns["forward"] = base_forward
+            ns["affine"] = _per_channel_affine(_plain_base(cls).affine)
         elif kind == "conv":
             ns["forward"] = _conv_forward(base_forward)
-            ns["groups"] = property(lambda self: self._stack_members.count * self._solo_groups)
+            ns["groups"] = property(lambda self: self._solo_groups * (
+                1 if self._stack_member_index is not None else self._stack_members.count))
         _CLASSES[key] = type(f"Stacked{cls.__name__}", (cls,), ns)
     return _CLASSES[key]
 
 
-def _plain_forward(cls: type):
-    """The PyTorch math of a per-channel module (a subclass that calls a fused kernel, e.g. GLA's
-    RMSNormGatedFla, runs its plain parent's forward: the kernel takes one weight, not M)."""
+def _plain_base(cls: type) -> type:
+    """The plain-PyTorch class of a per-channel module (a subclass that calls a fused kernel, e.g.
+    GLA's RMSNormGatedFla, runs its plain parent's forward: the kernel takes one weight, not M)."""
     for base in (RMSNormGated, RMSNorm):
         if issubclass(cls, base):
-            return base.forward
+            return base
     raise AssertionError(cls)  # pragma: no cover
 
 
 def _per_channel_view(module, p: torch.Tensor) -> torch.Tensor:
-    return p.unsqueeze(1)  # [M, 1, D]: broadcasts against inputs viewed as [M, B*..., D]
+    return p.unsqueeze(1)  # [M, 1, D]: broadcasts against rows viewed as [M, B*..., D]
 
 
-def _per_channel_forward(base_forward):
-    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        m, d = self._stack_members.count, x.shape[-1]
-        out = base_forward(self, x.reshape(m, -1, d), *(r.reshape(m, -1, r.shape[-1]) for r in rest))
-        return out.reshape(x.shape)
-    return forward
+def _per_channel_affine(base_affine):
+    def affine(self, y: torch.Tensor) -> torch.Tensor:
+        m = self._stack_members.count
+        return base_affine(self, y.reshape(m, -1, y.shape[-1])).reshape(y.shape)
+    return affine
 
 
 def _conv_view(module, p: torch.Tensor) -> torch.Tensor:
+    i = module._stack_member_index
+    if i is not None:  # one member's own conv (CPU, see _conv_forward)
+        return p[i]
     return p.flatten(0, 1)  # weight [M, C, 1, K] -> [M*C, 1, K]; bias [M, C] -> [M*C]
 
 
@@ -169,9 +198,22 @@ def _conv_forward(base_forward):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self._stack_members.count
         mb, t, c = x.shape
-        folded = x.reshape(m, mb // m, t, c).permute(1, 2, 0, 3).reshape(mb // m, t, m * c)  # [B, T, M*C]
-        out = base_forward(self, folded)
-        return out.reshape(mb // m, t, m, c).permute(2, 0, 1, 3).reshape(mb, t, c)
+        b = mb // m
+        if not x.is_cuda:
+            # CPU: each member's rows through the solo module's own call, with that member's weights.
+            # The folded conv below computes the same sums, but oneDNN picks its backward algorithm by
+            # channel count and rounds differently; reference runs stay bit for bit their solo runs.
+            outs = []
+            try:
+                for i, xi in enumerate(x.split(b)):
+                    self._stack_member_index = i
+                    outs.append(base_forward(self, xi).transpose(1, 2))
+            finally:
+                self._stack_member_index = None
+            return torch.cat(outs).transpose(1, 2)  # [M*B, T, C], laid out as a solo conv's output
+        folded = x.reshape(m, b, t, c).permute(1, 2, 0, 3).reshape(b, t, m * c)  # [B, T, M*C]: one conv
+        out = base_forward(self, folded)  # [B, T, M*C]
+        return out.reshape(b, t, m, c).permute(2, 0, 1, 3).reshape(mb, t, c)
     return forward
 
 
@@ -189,6 +231,7 @@ def _rewrite(module: nn.Module, kind: str, members: Members) -> None:
     module._stack_members = members
     if kind == "conv":
         module._solo_groups = module.__dict__.pop("groups")
+        module._stack_member_index = None
     module.__class__ = _rewritten_class(kind, type(module), names)
 
 
@@ -247,6 +290,13 @@ def stack_model(solo: nn.Module, members: int) -> StackedModel:
     ids = [id(p) for _, p in solo.named_parameters(remove_duplicate=False)]
     if len(ids) != len(set(ids)):
         raise NotStackable("the model shares a parameter between modules (tied weights)")
+    from grid.models.stack import Block  # noqa: PLC0415
+
+    for block in solo.modules():
+        if isinstance(block, Block) and not stackable(block.kind, block.backend):
+            raise NotStackable(f"mixer {block.kind!r} ({block.backend}) is not stackable; stackable: "
+                               + ", ".join(f"{m} ({'reference, fused' if stackable(m, 'fused') else 'reference'})"
+                                           for m in STACKABLE))
     model = _with_fla_twins(copy.deepcopy(solo))
     info = Members(count=members)
     for parent_name, parent in list(model.named_modules()):

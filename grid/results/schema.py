@@ -19,6 +19,10 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 STATUSES: tuple[str, ...] = ("ok", "diverged", "nan", "error", "skipped")
 
+# how a run was executed (grid/run/pack.py): a trial of its own, a thread of a pack, a member of a
+# batched group (one stacked model for several runs)
+EXEC_PATHS: tuple[str, ...] = ("solo", "pack", "batched")
+
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
 )
@@ -44,6 +48,8 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     "finished_at": TIMESTAMP,
     "attempt": pa.int64(),
     "gpu_index": pa.string(),
+    "exec_path": pa.string(),
+    "exec_members": pa.int64(),
     **{name: pa.string() for name in PROVENANCE_COLUMNS},
 }
 
@@ -128,6 +134,8 @@ def coerce_fixed(column: str, value: Any) -> Any:
             raise SchemaError(f"column {column!r} expects str, got {_type_name(value)} {value!r}")
         if column == "status" and value not in STATUSES:
             raise SchemaError(f"column 'status' must be one of {list(STATUSES)}, got {value!r}")
+        if column == "exec_path" and value not in EXEC_PATHS:
+            raise SchemaError(f"column 'exec_path' must be one of {list(EXEC_PATHS)}, got {value!r}")
         return value
     if typ == pa.float64():
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -62,6 +62,8 @@ def build_row(spec, payload: dict[str, Any], *, attempt: int | None, experiment:
         "finished_at": payload.get("finished_at") or _now_iso(),
         "attempt": attempt,
         "gpu_index": payload.get("gpu_index"),
+        "exec_path": payload.get("exec_path"),
+        "exec_members": payload.get("exec_members"),
         "experiment": experiment,
     })
     for col in PROVENANCE_COLUMNS:

@@ -26,6 +26,16 @@ because a graphed step is mostly kernel time already (docs/gpu.md, session 4).
 * `MemberContext.report` keeps the latest metrics for the final row; intermediate reports do not
   go to Tune (its session belongs to the trial's main thread), and there is no checkpoint to
   restore (`checkpoint_dir()` is None).
+* A pack made with `group="module:function"` trains its members through that group function in
+  one call instead of one thread each (MAD's batched runs: evals/mad/batched.py):
+      fn(configs: list[dict], contexts: list[MemberContext], on_done: (i, result) -> None) -> list[result]
+  where a result is what a trial function returns; `on_done` hands member i's result over as soon
+  as it exists (its row then goes to the driver at once), the returned list covers the rest. If the
+  group function raises, or leaves members without a result, those members run in threads as
+  above and their rows say why (`exec_fallback`).
+* Every row says how its run was executed: `exec_path` ('solo' for a trial of its own, 'pack' for
+  a thread of a pack, 'batched' for a member of a group function) and `exec_members` (how many runs
+  shared the execution).
 """
 from __future__ import annotations
 
@@ -46,17 +56,21 @@ PACK_TRAINABLE = "grid.run.pack:run_members"
 MEMBERS_FILE = "finished_members.json"  # in the pack's checkpoint: {member trial_key: row payload}
 
 
-def make_pack(members: list, *, resources=None, retries: int = 0):
+def make_pack(members: list, *, resources=None, retries: int = 0, group: str | None = None):
     """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial;
-    a member whose function raises is run again in its thread up to `retries` times."""
+    a member whose function raises is run again in its thread up to `retries` times. With `group`
+    ("module:function") the members train together through that group function (module docstring)."""
     from grid.run.spec import TrialSpec  # noqa: PLC0415
 
     if not members:
         raise ValueError("a pack needs at least one member trial")
     keys = [m.trial_key for m in members]
     first = members[0]
+    config: dict[str, Any] = {"members": keys, "retries": int(retries)}
+    if group is not None:
+        config["group"] = group
     return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
-                     trainable=PACK_TRAINABLE, config={"members": keys, "retries": int(retries)},
+                     trainable=PACK_TRAINABLE, config=config,
                      resources=resources if resources is not None else first.resources, members=list(members))
 
 
@@ -99,19 +113,69 @@ def _member_stream():
 
 def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any]], None] | None = None,
                 done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Run every member of the pack `spec` in its own thread; one row payload per member, in order.
+    """Run every member of the pack `spec` (through its group function, or in its own thread); one
+    row payload per member, in order.
 
     Members whose key is in `done` (rows restored from a checkpoint) are not run again: their rows
     are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
     belongs to it) as each member finishes."""
-    from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
-
     done = done or {}
     rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
     todo = [i for i, r in enumerate(rows) if r is None]
-    finished: queue.Queue[int] = queue.Queue()
+    fallback = None
+    if spec.config.get("group") and todo:
+        fallback = _run_group(spec, spec.config["group"], todo, rows, head, on_finished)
+        todo = [i for i in todo if rows[i] is None]
+    if todo:
+        _run_threads(spec, todo, rows, head, on_finished, fallback)
+    return [r for r in rows if r is not None]
 
+
+def _hand_over(on_finished, row: dict[str, Any]) -> None:
+    if on_finished is None:
+        return
+    try:
+        on_finished(row)
+    except Exception:  # noqa: BLE001 - the final report still carries the row
+        log.exception("lingrid: could not hand member %s's row over early", row.get("trial_key"))
+
+
+def _run_group(spec, group: str, todo: list[int], rows: list, head: dict[str, Any], on_finished) -> str | None:
+    """Members `todo` through the group function `group`; None, or why some got no result."""
+    from grid.run.trainable import import_string, result_row, utcnow_iso  # noqa: PLC0415
+
+    members = [spec.members[i] for i in todo]
+    t0, started = time.time(), utcnow_iso()
+    heads = [{**head, "started_at": started, "trial_key": m.trial_key, "attempt": 1, "exec_path": "batched",
+              "exec_members": len(members)} for m in members]
+    ctxs = [MemberContext(m, head.get("gpu_index")) for m in members]
+
+    def on_done(j: int, returned: dict[str, Any] | None) -> None:
+        if rows[todo[j]] is not None:
+            return
+        rows[todo[j]] = result_row(members[j], ctxs[j], heads[j], t0, returned)
+        _hand_over(on_finished, rows[todo[j]])
+
+    try:
+        returned = import_string(group)([m.config for m in members], ctxs, on_done)
+        for j, r in enumerate(returned or []):
+            on_done(j, r)
+    except Exception as exc:  # noqa: BLE001 - the members that have no row yet run in threads instead
+        log.warning("lingrid: group function %s failed, its unfinished members run in threads: %s", group, exc)
+        return f"{group}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    if any(rows[i] is None for i in todo):
+        return f"{group} returned no result for some members"
+    return None
+
+
+def _run_threads(spec, todo: list[int], rows: list, head: dict[str, Any], on_finished,
+                 fallback: str | None = None) -> None:
+    """Members `todo` in one thread each (see the module docstring)."""
+    from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
+
+    finished: queue.Queue[int] = queue.Queue()
     retries = int(spec.config.get("retries", 0))
+    extra = {"exec_path": "pack", "exec_members": len(todo)}
 
     def one(i: int, member) -> None:
         try:
@@ -122,11 +186,13 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
     def attempts(i: int, member) -> None:
         for attempt in range(1, retries + 2):
             t0, started = time.time(), utcnow_iso()
-            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt}
+            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt, **extra}
             ctx = MemberContext(member, head.get("gpu_index"))
             try:
                 with _member_stream():
                     rows[i] = finish_row(member, ctx, mhead, t0)
+                if fallback is not None:
+                    rows[i]["metrics"]["exec_fallback"] = fallback
                 return
             except Exception as exc:  # noqa: BLE001 - one member's failure must not take the pack down
                 rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
@@ -139,14 +205,10 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
         t.start()
     for _ in todo:
         i = finished.get()
-        if on_finished is not None and rows[i] is not None:
-            try:
-                on_finished(rows[i])
-            except Exception:  # noqa: BLE001 - the final report still carries the row
-                log.exception("lingrid: could not hand member %s's row over early", spec.members[i].trial_key)
+        if rows[i] is not None:
+            _hand_over(on_finished, rows[i])
     for t in threads:
         t.join()
-    return [r for r in rows if r is not None]
 
 
 def checkpoint_rows(directory: str | Path, done: dict[str, dict[str, Any]]) -> None:

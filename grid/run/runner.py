@@ -191,7 +191,8 @@ def _not_done(t: TrialSpec, done: set[str]) -> TrialSpec | None:
     if not left:
         return None
     return t if len(left) == len(t.members) else make_pack(left, resources=t.resources,
-                                                             retries=int(t.config.get("retries", 0)))
+                                                             retries=int(t.config.get("retries", 0)),
+                                                             group=t.config.get("group"))
 
 
 def _init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None, ray_init_kwargs: dict[str, Any] | None) -> bool:

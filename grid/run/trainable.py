@@ -59,6 +59,7 @@ def import_string(path: str) -> Callable[..., Any]:
 RUNNER_COLUMNS = frozenset({
     "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
     "attempt", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
+    "exec_path", "exec_members",
 })
 
 
@@ -145,6 +146,10 @@ def lingrid_trial(config: dict[str, Any]) -> None:
     prov.pop("cuda_visible_devices", None)
     prov["env_profile"] = os.environ.get("LINGRID_ENV_PROFILE")
     head = {**prov, "gpu_index": gpu_index, "started_at": started_at}
+    if spec.members:  # how the runs execute (grid/run/pack.py); a member's own row may say 'pack' after all
+        head.update(exec_path="batched" if spec.config.get("group") else "pack", exec_members=len(spec.members))
+    else:
+        head.update(exec_path="solo", exec_members=1)
     # reported first so an attempt that crashes still leaves provenance and gpu_index for its error row
     tune.report({START_KEY: True, PROV_KEY: _json(head)})
 
@@ -178,8 +183,12 @@ def lingrid_trial(config: dict[str, Any]) -> None:
 
 def finish_row(spec, ctx, head: dict[str, Any], t0: float) -> dict[str, Any]:
     """Call the trial function of `spec` with `ctx`; the store-row payload of its outcome."""
-    fn = import_string(spec.trainable)
-    returned = fn(spec.config, ctx)
+    return result_row(spec, ctx, head, t0, import_string(spec.trainable)(spec.config, ctx))
+
+
+def result_row(spec, ctx, head: dict[str, Any], t0: float, returned: dict[str, Any] | None) -> dict[str, Any]:
+    """The store-row payload of what the trial function of `spec` returned (a group function's
+    result for one member too: grid/run/pack.py)."""
     if returned is not None and not isinstance(returned, dict):
         raise TypeError(f"trial function {spec.trainable} must return a dict of final metrics or None, got {type(returned).__name__}")
     returned = dict(returned or {})

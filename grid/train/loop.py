@@ -264,7 +264,9 @@ def train(
                 break
             if progress is not None:
                 progress({"step": st.step, "loss": st.last_loss, "lr": lr, "tokens_seen": st.tokens_seen,
-                          "wall_s": st.wall_s + time.perf_counter() - t0})
+                          "wall_s": st.wall_s + time.perf_counter() - t0,
+                          "graph_replays": sum(g.replays for g in graphs),
+                          "graph_fallback": next((g.fallback_reason for g in graphs if g.fallback_reason), None)})
         stop = False
         if eval_due:
             model.eval()

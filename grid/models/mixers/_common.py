@@ -27,11 +27,15 @@ class RMSNorm(nn.Module):
         dtype = x.dtype
         x = x.float()
         y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.affine(y).to(dtype)
+
+    def affine(self, y: torch.Tensor) -> torch.Tensor:
+        """y * weight + bias in fp32 (a member-stacked copy applies its M weights here: grid/models/stacked.py)."""
         if self.weight is not None:
             y = y * self.weight.float()
         if self.bias is not None:
             y = y + self.bias.float()
-        return y.to(dtype)
+        return y
 
 
 def _gate_act(g: torch.Tensor, activation: str) -> torch.Tensor:
@@ -58,9 +62,11 @@ class RMSNormGated(nn.Module):
         dtype = x.dtype
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.float()
-        return (y * _gate_act(g.float(), self.activation)).to(dtype)
+        return (self.affine(y) * _gate_act(g.float(), self.activation)).to(dtype)
+
+    def affine(self, y: torch.Tensor) -> torch.Tensor:
+        """y * weight in fp32 (a member-stacked copy applies its M weights here: grid/models/stacked.py)."""
+        return y * self.weight.float() if self.weight is not None else y
 
 
 class ShortConvolution(nn.Conv1d):
