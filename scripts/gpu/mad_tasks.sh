@@ -23,5 +23,5 @@ for arch in "$@"; do
   sed -n '/^trials:/,$p' "$out/$arch-$tasks.log"
 done
 python3 -m grid results query "SELECT model_id, protocol, task, setting, lr, wd, status, acc, acc_best, nan, epochs_run,
-  stopped_early, parity_gate, backend, run_wall_s FROM results WHERE suite = 'mad' ORDER BY model_id, task, setting, lr, wd" \
+  stopped_early, parity_gate, parity_detail, backend, run_wall_s FROM results WHERE suite = 'mad' ORDER BY model_id, task, setting, lr, wd" \
   --store "$store" --format csv > "$out/mad-rows.csv"
