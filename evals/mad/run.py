@@ -23,8 +23,13 @@ NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # 
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
+    description = "Run the MAD suite for one architecture on Ray and print its MAD table."
+    if default_arch is not None:
+        from evals.mad.arch import arch_entry  # noqa: PLC0415
+
+        description += f" Architecture {default_arch!r}: {arch_entry(default_arch)['source']}"
     p = argparse.ArgumentParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
-                                description="Run the MAD suite for one architecture on Ray and print its MAD table")
+                                description=description)
     p.add_argument("--arch", default=default_arch, required=default_arch is None,
                    help="architecture name in configs/mad/architectures.yaml")
     p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
