@@ -24,7 +24,8 @@ Recipe, on the one training core (grid.train.loop.train):
 
 Recall evaluations (the grid's `evals` block, grid/lm/evals): run on rank 0 after the last step of a
 trial that ended ok, each score a column of the row; with `evals.at_checkpoints` also at every
-checkpoint before the last, added to that step's curve point. Their time is not training time.
+checkpoint, added to that step's curve point (the last checkpoint's scores are the row's, computed
+once). Their time is not training time.
 
 Curve points are reported every `log_every` = max(1, eval_every // 10) steps, at evaluations and at
 checkpoints as metrics named `curve/<column>` (step, tokens, train_loss, val_loss when evaluated,
@@ -287,14 +288,20 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     fpt = float(counts["train_flops_per_token"])
     every, eval_every, ckpt_every = log_every(rc), int(rc["eval_every"]), int(rc["ckpt_every"])
     evals_block = config.get("evals")
+    scored: dict[int, dict[str, Any]] = {}  # step -> recall scores of the model after that step
 
-    def recall_scores() -> dict[str, Any]:
-        from grid.lm.evals.run import run_evals  # noqa: PLC0415
+    def recall_scores(step: int) -> dict[str, Any]:
+        if step not in scored:
+            from grid.lm.evals.run import run_evals  # noqa: PLC0415
 
-        return run_evals(model, evals_block, data_dir, trained_len=seq, device=device, precision=rc["precision"])
+            scored[step] = run_evals(model, evals_block, data_dir, trained_len=seq, device=device,
+                                     precision=rc["precision"])
+        return scored[step]
 
-    def checkpoint_scores(step: int) -> dict[str, Any]:  # the last step's scores are the row's, computed below
-        return recall_scores() if step < steps else {}
+    def checkpoint_scores(step: int) -> dict[str, Any]:
+        # the last checkpoint too: its curve point then carries the row's scores (the runner's final report
+        # repeats the latest curve metrics, so a later point without them would show stale ones)
+        return recall_scores(step)
 
     at_ckpts = bool(evals_block and evals_block.get("at_checkpoints"))
     ckpt = _CurveCheckpointer(reporter, restored_dir, writer=rank == 0,
@@ -421,7 +428,7 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     elif not math.isfinite(val_loss):
         out.update(status="nan", error="the final validation loss is not finite")
     elif evals_block and rank == 0:
-        out.update(recall_scores())
+        out.update(recall_scores(int(result.steps)))
     return out
 
 
