@@ -43,9 +43,10 @@ def _model(seed: int = 0, **kw) -> tuple[ModelConfig, torch.nn.Module]:
 
 
 def _load(path):
+    """The lingrid format with our reference mixers (on a GPU host too): the path these tests exercise."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, lingrid_backend="reference").eval()
 
 
 # ---------------------------------------------------------------------------------------- tokenizers
@@ -149,9 +150,15 @@ def test_fla_format_pure_linear_models_equal_ours(tmp_path, kw):
     assert done.format == "fla"
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()  # path: fla's class, Triton kernels
     assert type(model).__name__ == done.model_class
-    x = torch.randint(0, 256, (2, 20))
+    device = "cpu" if interpret.active() else "cuda"  # the interpreter runs on CPU tensors, compiled Triton on CUDA
+    model, ours = model.to(device), ours.to(device)
+    x = torch.randint(0, 256, (2, 20), device=device)
     with torch.no_grad(), interpret.fixes():
-        torch.testing.assert_close(model(x).logits, ours(x), rtol=0, atol=2e-5)
+        a, b = model(x).logits, ours(x)
+    if device == "cpu":
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+    else:  # fp32 weights, but fla's kernels multiply in TF32 on a GPU (docs/gpu.md's parity tolerance: 5e-3)
+        assert ((a - b).norm() / b.norm()).item() < 5e-3
 
 
 @pytest.mark.skipif(not HAS_FLA, reason="flash-linear-attention is not installed")

@@ -106,7 +106,8 @@ def test_export_loads_in_transformers_with_equal_logits(trained, tmp_path, capsy
     printed = capsys.readouterr().out
     # gla's default norm_eps (1e-6) differs from the stack's (1e-5): no exact fla model, so auto picks lingrid
     assert "lingrid format" in printed and "norm_eps" in printed
-    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)  # path: our modeling file
+    # path: our modeling file, reference mixers
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, lingrid_backend="reference")
     tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
     t = load_trained(key, trained["root"] / "store", trained["root"] / "ray")
     ours = build_model(ModelConfig.model_validate({**t.config["model"], "backend": "reference"}))

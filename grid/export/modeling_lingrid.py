@@ -7,7 +7,8 @@
 
 builds our own stack (lingrid must be importable: installed, or on PYTHONPATH) and loads the trained
 weights. Each mixer runs its `auto` backend: fla's fused kernels on a GPU where they run, our plain
-PyTorch reference elsewhere (CPU included). There is no KV/state cache: `generate` recomputes the
+PyTorch reference elsewhere (CPU included); `from_pretrained(..., lingrid_backend="reference")` (or
+"fused") picks one for every layer. There is no KV/state cache: `generate` recomputes the
 whole sequence at every step (correct, slow for long outputs).
 
 Padding: rows with zeros in `attention_mask` are run one at a time on their unpadded tokens (a
@@ -27,12 +28,14 @@ MODEL_TYPE = "lingrid"
 
 
 class LingridConfig(PreTrainedConfig):
-    """`lingrid_model`: our ModelConfig as JSON (grid.models.config); the rest mirrors it for tools."""
+    """`lingrid_model`: our ModelConfig as JSON (grid.models.config); `lingrid_backend`: auto | fused |
+    reference for every mixer; the rest mirrors the model for tools."""
 
     model_type = MODEL_TYPE
 
-    def __init__(self, lingrid_model: dict[str, Any] | None = None, **kwargs):
+    def __init__(self, lingrid_model: dict[str, Any] | None = None, lingrid_backend: str = "auto", **kwargs):
         self.lingrid_model = dict(lingrid_model or {})
+        self.lingrid_backend = lingrid_backend
         m = self.lingrid_model
         kwargs.setdefault("vocab_size", m.get("vocab_size"))
         kwargs.setdefault("hidden_size", m.get("d_model"))
@@ -52,7 +55,7 @@ class LingridForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         from grid.models import ModelConfig, build_model  # noqa: PLC0415
 
-        cfg = ModelConfig.model_validate({**config.lingrid_model, "backend": "auto"})
+        cfg = ModelConfig.model_validate({**config.lingrid_model, "backend": config.lingrid_backend})
         self.lm = build_model(cfg)
         self.post_init()
 

@@ -75,8 +75,11 @@ def run_lm_eval(trial_key: str, tasks: list[str], *, results: str | Path, ray_tm
                                 checkpoint=checkpoint)
         if exported.format == "fla":
             import fla  # noqa: F401, PLC0415  (registers fla's model classes with transformers)
+        extra = {}
+        if exported.format == "lingrid" and not device.startswith("cuda"):
+            extra["lingrid_backend"] = "reference"  # `auto` would pick fused kernels whenever a GPU is visible
         lm = HFLM(pretrained=str(exported.out_dir), backend="causal", trust_remote_code=True, device=device,
-                  batch_size=batch_size, dtype="float32")
+                  batch_size=batch_size, dtype="float32", **extra)
         manager = TaskManager(include_path=str(include_path)) if include_path else TaskManager()
         try:
             out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
