@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # one grid on an embedded Ray (~20 s to start on 2 cores), then lm-eval twice
 
 from grid.results.schema import (  # noqa: E402
     COPY_ACC,
