@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from grid import paths
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.mad")
     sub = p.add_subparsers(dest="cmd", required=True)
     lb = sub.add_parser("leaderboard", help="MAD table (six task scores and their mean) per architecture")
-    lb.add_argument("--results", default="benchmark/results")
+    lb.add_argument("--results", default=paths.store(), help="results store (default: $LINGRID_STORE or "
+                    "<repository>/benchmark/results)")
     lb.add_argument("--epochs", type=int, default=None, help="only rows of this protocol (default: every protocol, "
                                                              "one table each)")
     args = p.parse_args(argv)

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from grid import paths
+
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
 # protocol fields that do not change a run's result (where files live, how they are read)
@@ -27,8 +29,8 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
     p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
     p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
-    p.add_argument("--ray-tmp-path", default="benchmark/ray", help="Ray Tune experiment storage")
-    p.add_argument("--data-path", default="benchmark/data", help="MAD data root (mad-lab's on-disk format)")
+    p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), help="Ray Tune experiment storage")
+    p.add_argument("--data-path", default=paths.data_root(), help="MAD data root (mad-lab's on-disk format)")
     p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
@@ -41,7 +43,8 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "separate protocol; never mixed with full runs in tables)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
-    p.add_argument("--results", default="benchmark/results", help="parquet results store")
+    p.add_argument("--results", default=paths.store(), help="parquet results store (default: $LINGRID_STORE or "
+                   "<repository>/benchmark/results)")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
     p.add_argument("--autotune", choices=("first", "full"), default="full",

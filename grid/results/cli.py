@@ -10,10 +10,7 @@ Imports only pandas / pyarrow / duckdb (never torch), so it starts fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-DEFAULT_STORE = "benchmark/results"
 
 # columns `show` prints first when present; metric columns follow
 SHOW_COLUMNS = ["trial_key", "suite", "grid", "status", "model_id", "mixer", "backend", "task", "setting",
@@ -21,7 +18,9 @@ SHOW_COLUMNS = ["trial_key", "suite", "grid", "status", "model_id", "mixer", "ba
 
 
 def _default_store() -> str:
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    from grid.paths import store  # noqa: PLC0415
+
+    return store()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("query", help="run SQL over the views `results` and `curves`")
     q.add_argument("sql", help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
-    q.add_argument("--store", "--results", dest="store", default=_default_store(), help=f"store directory (default: $LINGRID_STORE or {DEFAULT_STORE})")
+    q.add_argument("--store", "--results", dest="store", default=_default_store(), help="store directory (default: $LINGRID_STORE or <repository>/benchmark/results)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s = sub.add_parser("show", help="pretty table of trials (key columns + metrics)")
     s.add_argument("--store", "--results", dest="store", default=_default_store())

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_RAY_TMP = "benchmark/ray"
 REPO = Path(__file__).resolve().parent.parent.parent
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
 SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",
@@ -28,9 +27,15 @@ SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*
 
 
 def _default_store() -> str:
-    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
+    from grid.paths import store  # noqa: PLC0415
 
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    return store()
+
+
+def _default_ray_tmp() -> str:
+    from grid.paths import ray_tmp  # noqa: PLC0415
+
+    return ray_tmp()
 
 
 def _err(msg: str) -> int:
@@ -176,7 +181,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--n-gpu", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial (from its last checkpoint)")
-    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, help="Ray Tune experiment storage")
+    p.add_argument("--ray-tmp-path", default=_default_ray_tmp(), help="Ray Tune experiment storage")
     p.add_argument("--data-dir", default=None, help="where the token shards live (default: the data spec's "
                    "out_dir); on a multi-node cluster a path every node can read")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
@@ -364,7 +369,7 @@ def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
 def status_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
     p.add_argument("--results", default=_default_store())
-    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP)
+    p.add_argument("--ray-tmp-path", default=_default_ray_tmp())
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
