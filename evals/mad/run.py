@@ -9,6 +9,7 @@ ends by printing the MAD table.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -109,6 +110,16 @@ def heaviest_first(settings: list) -> list:
     return sorted(settings, key=lambda s: -s.num_train_examples * s.seq_len)
 
 
+def run_work(setting, cfg):
+    """Planned steps and tokens of one MAD run (all epochs: early stopping can only shorten it)."""
+    from grid.run.spec import Work  # noqa: PLC0415
+
+    n = setting.num_train_examples if cfg.max_train_examples is None else min(setting.num_train_examples,
+                                                                               cfg.max_train_examples)
+    return Work(steps=cfg.epochs * math.ceil(n / cfg.batch_size), tokens=cfg.epochs * n * setting.seq_len,
+                epochs=cfg.epochs, may_stop_early=True)
+
+
 def make_trials(args, settings) -> list:
     from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
     from grid.keys import content_hash  # noqa: PLC0415
@@ -132,7 +143,8 @@ def make_trials(args, settings) -> list:
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
                     columns={"model_id": args.model_id, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
                              "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
-                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0}))
+                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0},
+                    work=run_work(s, cfg)))
     return trials
 
 

@@ -145,6 +145,14 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def _gpu_memory_gib() -> float | None:
+    """Memory of the smallest visible GPU (the resources policy packs tiny trials by it); None without one."""
+    import torch  # noqa: PLC0415
+
+    n = torch.cuda.device_count()
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(n)) / 2**30 if n else None
+
+
 def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> None:
     """The grid's leaderboard (grid.analysis when available, else grid.lm.leaderboard)."""
     from grid.results.store import ResultsStore  # noqa: PLC0415
@@ -227,7 +235,8 @@ def run_main(argv: list[str] | None = None) -> int:
             print(f"note: --n-gpu {args.n_gpu} but {visible} GPU(s) visible: using {n_gpu}", file=sys.stderr)
     try:
         try:
-            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu)
+            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu,
+                                                          gpu_memory_gib=None if args.address else _gpu_memory_gib())
         except GridError as exc:
             return _err(str(exc))
         for n in notes:
