@@ -113,11 +113,12 @@ def cut(s: str, n: int) -> str:
 
 
 def fit(headers: list[str], cells: list[list[str]], width: int, keep: int = 1,
-        cuttable: dict[str, int] | None = None, drop_order: Sequence[str] | None = None
+        cuttable: dict[str, int] | None = None, drop_order: Sequence[str] | None = None, drop_first: int = 0
         ) -> tuple[list[str], list[list[str]], list[str]]:
-    """Make a table of string cells fit `width`. First the columns in `cuttable` (name -> shortest width)
-    are cut, widest first; then columns are left out in `drop_order` (default: from the right), the
-    first `keep` never. Returns (headers, cells, left-out headers in display order)."""
+    """Make a table of string cells fit `width`: leave out the first `drop_first` columns of `drop_order`,
+    then cut the columns in `cuttable` (name -> shortest width), widest first, then leave out the rest
+    of `drop_order` (default: from the right); the first `keep` columns always stay. Returns
+    (headers, cells, left-out headers)."""
     headers, cells = list(headers), [list(r) for r in cells]
     cuttable = cuttable or {}
     order = [h for h in (drop_order if drop_order is not None else headers[::-1]) if h in headers[keep:]]
@@ -132,20 +133,22 @@ def fit(headers: list[str], cells: list[list[str]], width: int, keep: int = 1,
         if over <= 0:
             break
         cands = [i for i, h in enumerate(headers) if h in cuttable and ws[i] > max(cuttable[h], len(h))]
-        if cands:
+        if cands and len(dropped) >= drop_first:
             i = max(cands, key=lambda j: ws[j])
             target = max(cuttable[headers[i]], len(headers[i]), ws[i] - over)
             for r in cells:
                 r[i] = cut(r[i], target)
             continue
         if not order:
+            if cands:
+                drop_first = 0
+                continue
             break
         i = headers.index(order.pop(0))
         dropped.append(headers.pop(i))
         for r in cells:
             r.pop(i)
-    shown = set(headers)
-    return headers, cells, [h for h in (drop_order or []) if h in dropped and h not in shown] or dropped
+    return headers, cells, dropped
 
 
 def frame_text(df, columns: Sequence[str] | None = None, *, width: int | None = None, markdown: bool = False,
