@@ -16,19 +16,31 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("--epochs", type=int, default=None, help="only rows of this protocol (default: every protocol, "
                                                              "one table each)")
     args = p.parse_args(argv)
-    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(args.results).query("SELECT * FROM results WHERE suite = 'mad'")
     if df.empty:
         print(f"no MAD results in {args.results}")
         return 1
-    for epochs, part in sorted(df.groupby("epochs"), key=lambda kv: kv[0]):
-        if args.epochs is not None and epochs != args.epochs:
-            continue
-        print(f"\nMAD leaderboard, protocol epochs={int(epochs)} ({len(part)} runs):\n")
-        print(to_markdown(mad_table(part)))
-    return 0
+    parts = by_protocol(df)
+    if args.epochs is not None:
+        parts = [(proto, part) for proto, part in parts if proto.get("epochs") == args.epochs]
+        if not parts:
+            print(f"no MAD results with epochs={args.epochs} in {args.results}")
+            return 1
+    if len(parts) > 1:
+        print(f"{len(df)} MAD runs in {args.results} under {len(parts)} protocols: one table each "
+              "(numbers from different protocols are not comparable)")
+    status = 0
+    for proto, part in parts:
+        print(f"\nMAD leaderboard, protocol: {protocol_label(proto)} ({len(part)} runs):\n")
+        try:
+            print(to_markdown(mad_table(part)))
+        except ValueError as exc:  # rows that cannot be scored (e.g. without acc): say so, go on
+            print(f"cannot score these rows: {exc}")
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

@@ -171,18 +171,23 @@ def log_parameters(args, settings) -> int:
 
 
 def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0) -> None:
-    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(results).query(
         "SELECT * FROM results WHERE suite = 'mad' AND model_id = ? AND epochs = ?", [model_id, epochs])
-    if "max_train_examples" in df.columns:  # smoke runs are another protocol
-        df = df[df["max_train_examples"].fillna(0).astype(int) == max_train_examples]
-    if df.empty:
+    parts = [(proto, part) for proto, part in by_protocol(df)
+             if int(proto.get("max_train_examples", 0) or 0) == max_train_examples]  # smoke runs: another protocol
+    if df.empty or not parts:
         print(f"no MAD rows for model_id={model_id!r} epochs={epochs} in {results}")
         return
-    print(f"\nMAD ({len(df)} runs, epochs={epochs}, best of lr x wd per setting, mean per task):\n")
-    print(to_markdown(mad_table(df)))
+    for proto, part in parts:
+        print(f"\nMAD ({len(part)} runs, protocol: {protocol_label(proto)}; best of lr x wd per setting, "
+              "mean per task):\n")
+        try:
+            print(to_markdown(mad_table(part)))
+        except ValueError as exc:
+            print(f"cannot score these rows: {exc}")
 
 
 def worker_env(autotune: str) -> dict[str, str]:

@@ -11,7 +11,8 @@ ignored). `task` is a short code (CR, NR, FR, M, C, SC) or a registry name.
    (NaN unless all six tasks are present; `n_settings` shows how complete a row is: 66 for the
    full benchmark).
 A model_id whose rows disagree on a protocol column (`epochs`, and where present `batch_size`,
-`min_lr`, `seed`, `metric`) is refused: numbers from different protocols are not comparable.
+`min_lr`, `seed`, `metric`, `max_train_examples`) is refused: numbers from different protocols are
+not comparable. Tables of a whole store split it with `by_protocol` first, one table per protocol.
 """
 from __future__ import annotations
 
@@ -49,6 +50,42 @@ def check_protocol(df: pd.DataFrame) -> None:
     if problems:
         raise ValueError("refusing to score rows from different MAD protocols: " + "; ".join(problems)
                          + " (score each protocol separately, e.g. give the runs distinct model_ids)")
+
+
+# protocol columns that a missing value means the default of (rows written before the column existed)
+PROTOCOL_DEFAULTS = {"max_train_examples": 0}
+
+
+def protocol_label(protocol: dict) -> str:
+    """A protocol in words, e.g. "epochs 200" or "epochs 2, first 256 training examples (smoke run)"."""
+    parts = []
+    for col, v in protocol.items():
+        if col == "max_train_examples":
+            if v:
+                parts.append(f"first {int(v)} training examples (smoke run)")
+            continue
+        parts.append(f"{col} {int(v) if isinstance(v, float) and v.is_integer() else v}")
+    return ", ".join(parts) or "one protocol"
+
+
+def by_protocol(df: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """`df` split into one part per MAD protocol (the PROTOCOL_COLUMNS values that vary in it), most runs first.
+
+    Every part can be scored by mad_table; numbers from different protocols are never mixed."""
+    out = df.copy()
+    for col, default in PROTOCOL_DEFAULTS.items():
+        if col in out.columns:
+            out[col] = out[col].fillna(default)
+    cols = [c for c in PROTOCOL_COLUMNS if c in out.columns and out[c].nunique(dropna=False) > 1]
+    if "epochs" in out.columns and "epochs" not in cols:
+        cols.insert(0, "epochs")  # always named: it is the first thing a reader asks
+    if not cols:
+        return [({}, out)]
+    parts = []
+    for values, part in out.groupby(cols, dropna=False, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        parts.append((dict(zip(cols, (v.item() if hasattr(v, "item") else v for v in values))), part))
+    return sorted(parts, key=lambda kv: -len(kv[1]))
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
