@@ -266,6 +266,9 @@ def fit_architecture(curves_df: pd.DataFrame, results_df: pd.DataFrame, n_points
         notes.append("fewer than 2 envelope points: no L(C) fit")
     if info["n_trials"] == 1:
         notes.append("one trial only: L(C) is a single learning curve, not a compute-optimal frontier")
+    elif row["n_env_sizes"] < 2 and np.isfinite(row["L_beta"]):
+        notes.append("one model size realises the whole envelope: L(C) is its learning curve, not a "
+                     "compute-optimal frontier")
     sizes_ok = np.isfinite(env["N"].to_numpy(dtype=float)).all()
     tokens_ok = np.isfinite(env["D"].to_numpy(dtype=float)).all()
     if not sizes_ok:
