@@ -79,6 +79,9 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
     elif tk.kind == "bpe":
         vocab = int(tk.vocab_size)
         note += f"; BPE vocab {vocab} is the target (a small corpus may learn fewer)"
+    elif (known := prepared_vocab(tk.model_dump(mode="json"))) is not None:
+        vocab, where = known
+        note += f"; vocab {vocab} from the prepared data in {where} (same tokenizer)"
     else:
         from grid.data.tokenizer import HFTokenizer, TokenizerError  # noqa: PLC0415
 
@@ -88,6 +91,31 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
             raise GridError(f"data: the vocabulary size of {path} needs its tokenizer, which could not be "
                             f"loaded (plan --vocab-size N skips it): {exc}") from None
     return DataIdentity(path, dspec.name, vocab, "spec-" + dspec.spec_hash(), False, str(out.resolve()), note)
+
+
+def prepared_manifests() -> list[Path]:
+    """Manifests of the data prepared on this machine (<benchmark root>/data/lm/*/manifest.json)."""
+    from grid.data.shards import MANIFEST  # noqa: PLC0415
+    from grid.paths import benchmark_root  # noqa: PLC0415
+
+    return sorted((benchmark_root() / "data" / "lm").glob(f"*/{MANIFEST}"))
+
+
+def prepared_vocab(tokenizer: dict[str, Any]) -> tuple[int, str] | None:
+    """(vocab size, data dir) from any prepared data set that used the same pretrained tokenizer: its
+    manifest records the vocabulary, so planning needs neither transformers nor the network."""
+    import json  # noqa: PLC0415
+
+    if tokenizer.get("kind") != "hf":
+        return None
+    for path in prepared_manifests():
+        try:
+            tk = json.loads(path.read_text()).get("tokenizer") or {}
+        except (OSError, ValueError):
+            continue
+        if tk.get("kind") == "hf" and tk.get("name_or_path") == tokenizer.get("name_or_path") and tk.get("vocab_size"):
+            return int(tk["vocab_size"]), str(path.parent)
+    return None
 
 
 def prepare_data(spec: GridSpec, grid_path: str | Path | None = None, data_dir: str | Path | None = None,
