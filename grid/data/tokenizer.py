@@ -173,13 +173,11 @@ def _load_hf(name_or_path: str):
         from transformers import AutoTokenizer  # noqa: PLC0415  (heavy; only hf tokenizers pay)
     except ImportError:
         raise TokenizerError("tokenizer kind 'hf' needs the `transformers` package: pip install transformers") from None
-    if Path(name_or_path).exists():
-        sources = [{}]
-    else:
-        sources = [{"local_files_only": True}, {}]
+    local = Path(name_or_path).exists()
+    sources = [{}] if local else [{"local_files_only": True}, {}]
     last = None
     for kwargs in sources:
-        if not kwargs:
+        if not kwargs and not local:
             why = hub_offline()
             if why is not None:
                 raise TokenizerError(f"cannot load tokenizer {name_or_path!r}: it is not in the local Hugging Face "
