@@ -115,19 +115,22 @@ def _tune_trial(spec, **result):
 
 
 def test_eta_comes_from_tokens_trained_and_left(monkeypatch):
-    """Two trials of 1000 tokens, one at a time: after the first has trained 250 tokens in 50 s the
-    rate is 5 tokens/s and 1750 tokens are left: 350 s (no finished trial needed, never '?')."""
+    """Two trials of 1000 tokens, one at a time. The rate is measured from the first progress report on
+    (start-up is not training speed): 250 more tokens in 50 s = 5 tokens/s, 1650 tokens left: 330 s.
+    No finished trial is needed, and the answer is never '?'."""
     clock = Clock()
     monkeypatch.setattr(callbacks.time, "time", clock.time)
     specs = _specs(2)
     cb = ProgressCallback(2, experiment="x", stream=io.StringIO(), specs=specs)
     a, b = (_tune_trial(s) for s in specs)
     cb.on_trial_start(0, [], a)
-    assert "ETA after the first progress report" in cb.line()
+    clock.t += 30  # Ray, imports, the first kernels
+    cb.on_trial_result(0, [], a, {"progress/step": 1.0, "progress/tokens": 100.0})
+    assert "ETA after the first progress reports" in cb.line()
     clock.t += 50
-    cb.on_trial_result(0, [], a, {"progress/step": 2.0, "progress/tokens": 250.0, "progress/train_loss": 3.0})
-    assert _eta_s(cb.line()) == 350 and "tokens 250/2K" in cb.line()
-    clock.t += 150  # a finishes (1000 tokens in 200 s), b starts: 1000 tokens left at 5 tokens/s
+    cb.on_trial_result(0, [], a, {"progress/step": 3.0, "progress/tokens": 350.0, "progress/train_loss": 3.0})
+    assert _eta_s(cb.line()) == 330 and "tokens 350/2K" in cb.line()
+    clock.t += 130  # a finishes (900 tokens in 180 s since the first report), b starts: 1000 tokens left
     cb.on_trial_complete(0, [], _tune_trial(specs[0], status="ok", **{"progress/tokens": 1000.0}))
     cb.on_trial_start(0, [], b)
     assert _eta_s(cb.line()) == 200
@@ -140,9 +143,10 @@ def test_eta_is_an_upper_bound_when_trials_may_stop_early(monkeypatch):
     cb = ProgressCallback(1, experiment="x", stream=io.StringIO(), specs=specs)
     a = _tune_trial(specs[0])
     cb.on_trial_start(0, [], a)
+    cb.on_trial_result(0, [], a, {"progress/tokens": 100.0, "progress/epoch": 1.0})
     clock.t += 10
     cb.on_trial_result(0, [], a, {"progress/tokens": 500.0, "progress/epoch": 5.0})
-    assert "ETA <=10s" in cb.line()
+    assert "ETA <=12s" in cb.line()  # 400 tokens in 10 s, 500 left (runs that stop early: at most)
 
 
 def test_labels_name_trials_by_what_differs():
@@ -194,3 +198,12 @@ def test_progress_tracker_derives_tokens_and_epochs_from_steps():
     lm = ProgressTracker(Work(steps=10, tokens=1000))
     lm.update({"curve/step": 3, "curve/tokens": 300, "curve/train_loss": 4.0})  # what an LM trial reports
     assert (lm.values["step"], lm.values["tokens"], lm.values["epoch"]) == (3.0, 300.0, None)
+
+
+def test_a_bad_progress_setting_warns_and_falls_back(monkeypatch, capsys):
+    from grid.run import progress
+
+    monkeypatch.setenv("LINGRID_PROGRESS", "fancy")
+    monkeypatch.setattr(progress.progress_mode, "_warned", False, raising=False)
+    assert progress.progress_mode(io.StringIO()) == "plain"
+    assert "LINGRID_PROGRESS='fancy' is not one of auto, live, plain, off" in capsys.readouterr().err

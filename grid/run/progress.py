@@ -6,11 +6,11 @@ Tune's callbacks; the Board renders either a rich live table (on a terminal) or 
 ETA. Every trial of lingrid's suites declares its planned work (TrialSpec.work: steps and tokens)
 and reports its progress block (grid/run/trainable.py: step, tokens, losses). The ETA is
 
-    (planned tokens of the unfinished trials - what they have done) / (tokens trained per second
-    since the first trial started, over all trials)
+    (planned tokens of the unfinished trials - what they have done) / (tokens trained per second,
+    over all trials, since the first progress report)
 
-so it counts from the first progress report on, includes the trials' start-up costs in proportion
-and knows how many trials run side by side. When trials may stop early (MAD stops at 99.9 %
+so it leaves out the run's start-up (Ray, imports, first kernels), includes the later trials'
+start-up costs in proportion and knows how many trials run side by side. When trials may stop early (MAD stops at 99.9 %
 accuracy) it is an upper bound, shown as "ETA <=". Trials without declared work fall back to the
 mean wall time of finished trials.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +37,11 @@ LABEL_COLUMNS = ("model_id", "hybrid", "scale", "task", "setting", "lr", "wd", "
 def progress_mode(stream=None) -> str:
     """The display to use on `stream`: live, plain or off (LINGRID_PROGRESS, else auto)."""
     value = (os.environ.get(MODE_ENV) or "auto").strip().lower()
-    if value not in MODES:
-        raise ValueError(f"{MODE_ENV}={value!r}: expected one of {', '.join(MODES)}")
+    if value not in MODES:  # a display setting never stops a run: say so once and show the default
+        if not getattr(progress_mode, "_warned", False):
+            progress_mode._warned = True
+            print(f"warning: {MODE_ENV}={value!r} is not one of {', '.join(MODES)}; using auto", file=sys.stderr)
+        value = "auto"
     if value != "auto":
         return value
     try:
@@ -137,6 +141,7 @@ class Board:
     def reset(self):
         self.t0 = time.time()
         self.first_start: float | None = None
+        self.first_report: tuple[float, float] | None = None  # (time, tokens trained) at the first progress
         self.running: set[str] = set()
         self.started: dict[str, float] = {}
         self.statuses: dict[str, str] = {}
@@ -170,6 +175,10 @@ class Board:
         st = self.state(trial_id)
         if st is not None:
             st.values.update({k: v for k, v in values.items() if v is not None})
+            if self.first_report is None and st.values.get("tokens"):
+                # the rate is measured from here: start-up before the first step (Ray, imports, the
+                # first kernels) is not training speed
+                self.first_report = (time.time(), self.work_totals()[1])
 
     def recover(self, trial_id: str) -> None:
         self.running.discard(trial_id)
@@ -210,10 +219,13 @@ class Board:
             return "", None
         if self.by_work:
             _, trained, left = self.work_totals()
-            since = time.time() - (self.first_start or time.time())
-            if trained <= 0 or since <= 0:
-                return "ETA after the first progress report", None
-            s = left / (trained / since)
+            if self.first_report is None:
+                return "ETA after the first progress reports", None
+            t_ref, trained_ref = self.first_report
+            since, done = time.time() - t_ref, trained - trained_ref
+            if done <= 0 or since <= 0:
+                return "ETA after the first progress reports", None
+            s = left / (done / since)
             return f"ETA {'<=' if self.may_stop_early else '~'}{fmt_s(s)}", s
         if not self.walls:
             return "", None
