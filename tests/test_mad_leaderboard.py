@@ -27,9 +27,9 @@ def test_smoke_and_full_runs_of_one_model_get_a_table_each(tmp_path, capsys):
     assert main(["leaderboard", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "under 3 protocols" in out and "not comparable" in out
-    assert "protocol: epochs 200 (6 runs)" in out
-    assert "protocol: epochs 2, first 256 training examples (smoke run) (6 runs)" in out
-    assert "protocol: epochs 200, first 256 training examples (smoke run) (6 runs)" in out
+    assert "protocol cosine, 200 epochs (6 runs;" in out  # rows without a protocol column are cosine rows
+    assert "protocol cosine, 2 epochs, smoke run on 256 train examples (6 runs;" in out
+    assert "protocol cosine, 200 epochs, smoke run on 256 train examples (6 runs;" in out
     assert "| gla | 0.900 |" in out and "| gla | 0.200 |" in out and "| gla | 0.500 |" in out
     assert main(["leaderboard", "--results", str(tmp_path), "--epochs", "2"]) == 0
     assert "0.900" not in capsys.readouterr().out
@@ -39,4 +39,4 @@ def test_rows_written_before_max_train_examples_existed_count_as_full_runs():
     df = pd.DataFrame(_rows(200, None, 0.9) + _rows(200, 0, 0.8))
     df.loc[:5, "max_train_examples"] = None
     (proto, part), = by_protocol(df)
-    assert protocol_label(proto) == "epochs 200" and len(part) == 12
+    assert protocol_label(proto) == "protocol cosine, 200 epochs" and len(part) == 12

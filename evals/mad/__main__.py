@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evals.mad.protocols import PROTOCOLS
 from grid import paths
 
 
@@ -13,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     lb = sub.add_parser("leaderboard", help="MAD table (six task scores and their mean) per architecture")
     lb.add_argument("--results", default=paths.store(), help="results store (default: $LINGRID_STORE or "
                     "<repository>/benchmark/results)")
-    lb.add_argument("--epochs", type=int, default=None, help="only rows of this protocol (default: every protocol, "
-                                                             "one table each)")
+    lb.add_argument("--epochs", type=int, default=None, help="only rows run for this many epochs (default: all; "
+                                                             "one table per protocol)")
+    lb.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                    help="only rows of this MAD protocol (default: every protocol, one table each)")
     args = p.parse_args(argv)
     from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
@@ -23,18 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print(f"no MAD results in {args.results}")
         return 1
-    parts = by_protocol(df)
-    if args.epochs is not None:
-        parts = [(proto, part) for proto, part in parts if proto.get("epochs") == args.epochs]
-        if not parts:
-            print(f"no MAD results with epochs={args.epochs} in {args.results}")
-            return 1
+    parts = [(key, part) for key, part in by_protocol(df)
+             if (args.epochs is None or int(key["epochs"]) == args.epochs)
+             and (args.protocol is None or key["protocol"] == args.protocol)]
+    if not parts:
+        print(f"no MAD rows match --epochs {args.epochs} --protocol {args.protocol} in {args.results}")
+        return 1
     if len(parts) > 1:
-        print(f"{len(df)} MAD runs in {args.results} under {len(parts)} protocols: one table each "
-              "(numbers from different protocols are not comparable)")
+        print(f"{sum(len(p) for _, p in parts)} MAD runs in {args.results} under {len(parts)} protocols: one table "
+              "each (numbers from different protocols are not comparable)")
     status = 0
-    for proto, part in parts:
-        print(f"\nMAD leaderboard, protocol: {protocol_label(proto)} ({len(part)} runs):\n")
+    for key, part in parts:
+        print(f"\nMAD leaderboard, {protocol_label(key)} ({len(part)} runs; best of lr x wd per setting, "
+              f"mean per task):\n")
         try:
             print(to_markdown(mad_table(part)))
         except ValueError as exc:  # rows that cannot be scored (e.g. without acc): say so, go on

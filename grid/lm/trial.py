@@ -257,6 +257,9 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
                            f"(batch {batch} over {world} workers)")
     accum = local // micro
 
+    from grid.check.gate import gate_model  # noqa: PLC0415
+
+    mcfg, gate = gate_model(mcfg, seq, micro, device, rc["precision"])  # fused kernels checked on this host
     torch.manual_seed(int(config["seed"]))  # the same initial weights on every rank
     model = build_model(mcfg).to(device)
     counts = account(model).summary()
@@ -389,7 +392,7 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "train_flops": fpt * tokens_seen,
         "effective_ratio": counts["effective_ratio"],
         "attention_layers": ",".join(map(str, counts["attention_layers"])),
-        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()),
+        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), **gate.row(),
         "device": f"{device.type}" + (f" ({gpu})" if gpu else ""),
         "precision": result.precision,
         "compiled": compiled,
