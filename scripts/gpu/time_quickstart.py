@@ -6,8 +6,9 @@ Each pass runs `python -m grid run GRID` exactly as a user types it, from a fold
 repository (the defaults must not depend on the working directory), in a fresh benchmark root
 (LINGRID_BENCHMARK):
 
-* cold: an empty root: the data is prepared, every trial runs, and Triton compiles (and, for trials
-  that do not share a GPU, tunes) every kernel into the root's per-host kernel cache;
+* cold: an empty root: the data is prepared, every trial runs, Triton compiles (and, for trials that
+  do not share a GPU, tunes) every kernel into the root's per-host kernel cache, and the parity gate
+  (grid/check/gate.py) checks each fused mixer once (its cache, LINGRID_PARITY_CACHE, is in the root);
 * warm: the same root with its results and Tune experiments deleted: every trial runs again, the data
   and the kernel cache are reused.
 
@@ -52,6 +53,7 @@ def one_pass(name: str, grid: Path, root: Path, logs: Path) -> dict:
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     for var in ("LINGRID_STORE", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):  # everything under the root
         env.pop(var, None)
+    env["LINGRID_PARITY_CACHE"] = str(root / "parity-cache")  # the parity gate's results: cold means cold too
     with tempfile.TemporaryDirectory() as elsewhere, open(logs / f"{name}.log", "w") as log:
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, "-m", "grid", "run", str(grid)], cwd=elsewhere, env=env,
