@@ -20,7 +20,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-from grid.run.trainable import CURVE_PREFIX, MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
+from grid.run.trainable import (CURVE_PREFIX, MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
+                                 TRIAL_KEY)
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +423,7 @@ def _fmt_s(s: float) -> str:
 # and its progress.csv takes its header from the first report. These replace them (Tune adds its
 # defaults only for the kinds of logger it is not given); result.json stays Tune's.
 
-PROGRESS_CSV_COLUMNS = ("training_iteration", "time_total_s", "step", "epoch", "tokens", "train_loss", "eval_loss",
-                        "eval_acc", "runs_done", "status")
+PROGRESS_CSV_COLUMNS = ("training_iteration", "time_total_s", *PROGRESS_SOURCES, "status")
 
 
 class ProgressCSVCallback(CSVLoggerCallback):

@@ -53,7 +53,6 @@ PROGRESS_SOURCES: dict[str, tuple[str, ...]] = {
     "eval_acc": ("test_acc", "val_acc"),
     "runs_done": (),                                    # packs: member runs finished
 }
-PROGRESS_KEYS = tuple(PROGRESS_PREFIX + k for k in PROGRESS_SOURCES)
 
 FN_STATUSES = ("ok", "diverged", "nan", "skipped")
 # result keys Tune fills in itself: user metrics may not use them
