@@ -71,7 +71,7 @@ def test_tiny_trials_share_the_gpu_with_first_config_kernels_and_leave_readable_
     for key in (t.trial_key for t in trials):
         with open(exp / key / "progress.csv") as f:
             table = list(csv.DictReader(f))
-        assert list(table[0]) == ["training_iteration", "time_total_s", "step", "epoch", "tokens", "train_loss",
+        assert list(table[0]) == ["training_iteration", "time_total_s", "step", "tokens", "epoch", "train_loss",
                                   "eval_loss", "eval_acc", "runs_done", "status"]
         assert [r["step"] for r in table if r["step"]][-1] == "4"
         assert [r["train_loss"] for r in table if r["train_loss"]][:2] == ["4.0", "2.0"]
