@@ -9,11 +9,13 @@ ends by printing the MAD table.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from evals.mad.protocols import DEFAULT_PROTOCOL, LEGACY_PROTOCOL, PROTOCOLS
+from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 
 LRS = (1e-4, 5e-4, 1e-3)
@@ -35,8 +37,8 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
     p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
     p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
-    p.add_argument("--ray-tmp-path", default="benchmark/ray", help="Ray Tune experiment storage")
-    p.add_argument("--data-path", default="benchmark/data", help="MAD data root (mad-lab's on-disk format)")
+    p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), help="Ray Tune experiment storage")
+    p.add_argument("--data-path", default=paths.data_root(), help="MAD data root (mad-lab's on-disk format)")
     p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
@@ -53,7 +55,8 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "separate protocol; never mixed with full runs in tables)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
-    p.add_argument("--results", default="benchmark/results", help="parquet results store")
+    p.add_argument("--results", default=paths.store(), help="parquet results store (default: $LINGRID_STORE or "
+                   "<repository>/benchmark/results)")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
     p.add_argument("--autotune", choices=("first", "full"), default="full",
@@ -123,6 +126,16 @@ def heaviest_first(settings: list) -> list:
     return sorted(settings, key=lambda s: -s.num_train_examples * s.seq_len)
 
 
+def run_work(setting, cfg):
+    """Planned steps and tokens of one MAD run (all epochs: early stopping can only shorten it)."""
+    from grid.run.spec import Work  # noqa: PLC0415
+
+    n = setting.num_train_examples if cfg.max_train_examples is None else min(setting.num_train_examples,
+                                                                               cfg.max_train_examples)
+    return Work(steps=cfg.epochs * math.ceil(n / cfg.batch_size), tokens=cfg.epochs * n * setting.seq_len,
+                epochs=cfg.epochs, may_stop_early=True)
+
+
 def make_trials(args, settings) -> list:
     from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
     from grid.keys import content_hash  # noqa: PLC0415
@@ -145,7 +158,8 @@ def make_trials(args, settings) -> list:
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
                     columns={"model_id": args.model_id, "protocol": args.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
                              "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
-                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0}))
+                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0},
+                    work=run_work(s, cfg)))
     return trials
 
 
@@ -196,7 +210,10 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
         return
     for key, part in parts:
         print(f"\nMAD, {protocol_label(key)} ({len(part)} runs, best of lr x wd per setting, mean per task):\n")
-        print(to_markdown(mad_table(part)))
+        try:
+            print(to_markdown(mad_table(part)))
+        except ValueError as exc:  # rows that cannot be scored: say so, never a traceback
+            print(f"cannot score these rows: {exc}")
 
 
 def worker_env(autotune: str, parity: str = "fallback") -> dict[str, str]:

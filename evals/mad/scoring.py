@@ -142,16 +142,14 @@ def _cell(v, digits: int) -> str:
         return "-" if math.isnan(v) else f"{v:.{digits}f}"
     if hasattr(v, "item"):  # numpy scalars
         return _cell(v.item(), digits)
-    return str(v).replace("|", "\\|")
+    return str(v)
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-markdown table of `table` (its index becomes the first column); NaN prints as '-'."""
+    from grid.textable import table as render  # noqa: PLC0415
+
     t = table.reset_index() if table.index.name is not None or not isinstance(table.index, pd.RangeIndex) else table
-    headers = [str(c) for c in t.columns]
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
-    for row in t.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [[_cell(v, digits) for v in row] for row in t.itertuples(index=False)]
+    return render([str(c) for c in t.columns], cells, markdown=True, right=numeric) + "\n"

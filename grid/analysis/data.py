@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_STORE = "benchmark/results"
 SUITE = "lm"
 
 from grid.results.schema import RECALL_COLUMNS
@@ -30,7 +29,9 @@ class NoResults(LookupError):
 
 
 def default_store() -> str:
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    from grid.paths import store  # noqa: PLC0415
+
+    return store()
 
 
 def ensure_columns(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -115,5 +116,5 @@ def numeric(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
 
 
-__all__ = ["DEFAULT_STORE", "NoResults", "arch_label", "default_store", "ensure_columns", "is_missing", "lm_rows",
+__all__ = ["NoResults", "arch_label", "default_store", "ensure_columns", "is_missing", "lm_rows",
            "load_lm", "numeric"]

@@ -151,28 +151,53 @@ def _printed_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c in HEADERS]
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A leaderboard table (from lm_leaderboard) as a GitHub markdown table."""
-    cols = _printed_columns(table)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(HEADERS[c] for c in cols) + " |",
-             "|" + "|".join("---:" if c in _RIGHT else "---" for c in cols) + "|"]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(esc(format_cell(c, row[c])) for c in cols) + " |")
-    return "\n".join(lines)
+# when a terminal is narrow, columns are left out in this order (rank and arch always stay)
+# (the first DROP_BEFORE_CUT go before a long note is cut)
+DROP_ORDER = ["trial_key", "seed", "grid", "peak_mem_gib", "mfu", "val_ppl", "effective_ratio", "mixer",
+              "non_embedding_params", "tokens_per_s", "hybrid", "note", "status", "val_loss"]
+DROP_BEFORE_CUT = 6
 
 
-def to_text(table: pd.DataFrame) -> str:
-    """A leaderboard table as aligned plain text."""
+def _cells(table: pd.DataFrame, compact: bool) -> tuple[list[str], list[list[str]]]:
+    """Printed columns and their cells; `compact` leaves out columns that are empty in every row or
+    repeat an earlier column (eff. ratio = hybrid, mixer = arch)."""
     cols = _printed_columns(table)
     cells = [[format_cell(c, row[c]) for c in cols] for _, row in table.iterrows()]
+    if compact and cells:
+        keep = []
+        for i, c in enumerate(cols):
+            col = [r[i] for r in cells]
+            if all(v in ("-", "") for v in col) or any(col == [r[j] for r in cells] for j in keep):
+                continue
+            keep.append(i)
+        cols, cells = [cols[i] for i in keep], [[r[i] for i in keep] for r in cells]
+    return cols, cells
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A leaderboard table (from lm_leaderboard) as a GitHub markdown table (every column)."""
+    from grid.textable import table as render  # noqa: PLC0415
+
+    cols, cells = _cells(table, compact=False)
+    return render([HEADERS[c] for c in cols], cells, markdown=True, right=[c in _RIGHT for c in cols])
+
+
+def to_text(table: pd.DataFrame, width: int | None = None) -> str:
+    """A leaderboard table as aligned plain text: columns that say nothing left out, fitted to `width`
+    (default: the terminal's)."""
+    from grid.textable import fit, table as render, terminal_width  # noqa: PLC0415
+
+    cols, cells = _cells(table, compact=True)
     heads = [HEADERS[c] for c in cols]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
-
-    def line(vals):
-        return "  ".join(v.rjust(w) if c in _RIGHT else v.ljust(w) for v, w, c in zip(vals, widths, cols)).rstrip()
-
-    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    names = dict(zip(heads, cols))
+    order = [c for c in DROP_ORDER if c in cols]
+    heads, cells, dropped = fit(heads, cells, terminal_width() if width is None else width, keep=2,
+                                cuttable={HEADERS["note"]: 24}, drop_order=[HEADERS[c] for c in order],
+                                drop_first=sum(c in cols for c in DROP_ORDER[:DROP_BEFORE_CUT]))
+    text = render(heads, cells, right=[names[h] in _RIGHT for h in heads])
+    if dropped:
+        text += f"\n({', '.join(dropped)}: left out to fit the terminal; --markdown prints every column)"
+    return text
 
 
 def leaderboard_text(store_root: str | os.PathLike[str], grid: str | None = None, markdown: bool = False) -> str:

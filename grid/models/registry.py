@@ -130,7 +130,9 @@ def build_mixer(spec: MixerSpec, d_model: int, layer_idx: int, kwargs: dict[str,
     if backend == "fused":
         ok, reason = fused_status(spec)
         if not ok:
-            raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}")
+            other = ("; backend=reference runs it in plain PyTorch" if spec.reference is not None else
+                     f"; it has no reference backend ({spec.reference_unavailable or 'none'})")
+            raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}{other}")
         from grid.models import autotune  # noqa: PLC0415
 
         autotune.apply()  # LINGRID_AUTOTUNE=first: one compile per kernel instead of every candidate

@@ -44,20 +44,24 @@ log = logging.getLogger(__name__)
 
 PACK_TRAINABLE = "grid.run.pack:run_members"
 MEMBERS_FILE = "finished_members.json"  # in the pack's checkpoint: {member trial_key: row payload}
+PROGRESS_EVERY_S = 10.0  # a pack reports its members' combined progress this often
 
 
 def make_pack(members: list, *, resources=None, retries: int = 0):
     """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial;
     a member whose function raises is run again in its thread up to `retries` times."""
-    from grid.run.spec import TrialSpec  # noqa: PLC0415
+    from grid.run.spec import TrialSpec, Work  # noqa: PLC0415
 
     if not members:
         raise ValueError("a pack needs at least one member trial")
     keys = [m.trial_key for m in members]
     first = members[0]
+    if any(m.env != first.env for m in members):  # one process: one environment
+        raise ValueError(f"pack members need the same env; {first.trial_key} has {first.env}, others differ")
     return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
                      trainable=PACK_TRAINABLE, config={"members": keys, "retries": int(retries)},
-                     resources=resources if resources is not None else first.resources, members=list(members))
+                     resources=resources if resources is not None else first.resources, members=list(members),
+                     env=dict(first.env), work=Work.total([m.work for m in members]))
 
 
 def leaves(spec) -> list:
@@ -69,13 +73,18 @@ class MemberContext:
     """The TrialContext of one packed member (see the module docstring for what differs)."""
 
     def __init__(self, spec, gpu_index: str | None):
+        from grid.run.trainable import ProgressTracker  # noqa: PLC0415
+
         self.spec, self.trial_key, self.config, self.gpu_index = spec, spec.trial_key, spec.config, gpu_index
         self.last_metrics: dict[str, Any] = {}
+        self.progress = ProgressTracker(spec.work)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir=None) -> None:
         from grid.run.trainable import _clean_metrics  # noqa: PLC0415
 
-        self.last_metrics.update(_clean_metrics(metrics, "ctx.report()"))
+        clean = _clean_metrics(metrics, "ctx.report()")
+        self.last_metrics.update(clean)
+        self.progress.update(clean)
 
     def checkpoint_dir(self) -> None:
         return None
@@ -98,18 +107,24 @@ def _member_stream():
 
 
 def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any]], None] | None = None,
-                done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                done: dict[str, dict[str, Any]] | None = None, on_progress: Callable[[Any], None] | None = None,
+                progress_every_s: float = PROGRESS_EVERY_S) -> list[dict[str, Any]]:
     """Run every member of the pack `spec` in its own thread; one row payload per member, in order.
 
     Members whose key is in `done` (rows restored from a checkpoint) are not run again: their rows
     are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
-    belongs to it) as each member finishes."""
-    from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
+    belongs to it) as each member finishes; `on_progress(tracker)`, also there, every
+    `progress_every_s` seconds with the pack's combined progress (grid.run.trainable.ProgressTracker)."""
+    from grid.run.trainable import ProgressTracker, finish_row, utcnow_iso  # noqa: PLC0415
 
     done = done or {}
     rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
     todo = [i for i, r in enumerate(rows) if r is None]
     finished: queue.Queue[int] = queue.Queue()
+    trackers: dict[int, ProgressTracker] = {}
+    for i, m in enumerate(spec.members):  # finished members count with all their planned work
+        if rows[i] is not None:
+            trackers[i] = _finished_tracker(m, rows[i])
 
     retries = int(spec.config.get("retries", 0))
 
@@ -124,6 +139,7 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
             t0, started = time.time(), utcnow_iso()
             mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt}
             ctx = MemberContext(member, head.get("gpu_index"))
+            trackers[i] = ctx.progress
             try:
                 with _member_stream():
                     rows[i] = finish_row(member, ctx, mhead, t0)
@@ -137,8 +153,29 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
                                 daemon=True) for i in todo]
     for t in threads:
         t.start()
-    for _ in todo:
-        i = finished.get()
+    def combined() -> ProgressTracker:
+        n_done = sum(r is not None for r in rows)
+        return ProgressTracker.combined(list(trackers.values()), spec.work, runs_done=n_done)
+
+    left = len(todo)
+    while left:
+        try:
+            i = finished.get(timeout=progress_every_s)
+        except queue.Empty:
+            if on_progress is not None:
+                try:
+                    on_progress(combined())
+                except Exception:  # noqa: BLE001 - progress must never stop the runs
+                    log.exception("lingrid: could not report the progress of pack %s", spec.trial_key)
+            continue
+        left -= 1
+        if rows[i] is not None:
+            trackers[i] = _finished_tracker(spec.members[i], rows[i], trackers.get(i))
+        if on_progress is not None:
+            try:
+                on_progress(combined())
+            except Exception:  # noqa: BLE001
+                log.exception("lingrid: could not report the progress of pack %s", spec.trial_key)
         if on_finished is not None and rows[i] is not None:
             try:
                 on_finished(rows[i])
@@ -147,6 +184,21 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
     for t in threads:
         t.join()
     return [r for r in rows if r is not None]
+
+
+def _finished_tracker(member, row: dict[str, Any], live=None):
+    """A finished member's progress: its last values, and all of its planned work done (a run that stopped
+    early has no work left)."""
+    from grid.run.trainable import ProgressTracker  # noqa: PLC0415
+
+    t = ProgressTracker(member.work)
+    if live is not None:
+        t.values.update(live.values)
+    t.update(row.get("metrics") or {})
+    if member.work is not None:
+        t.values.update(step=float(member.work.steps), tokens=float(member.work.tokens),
+                        epoch=float(member.work.epochs) if member.work.epochs else t.values["epoch"])
+    return t
 
 
 def checkpoint_rows(directory: str | Path, done: dict[str, dict[str, Any]]) -> None:
