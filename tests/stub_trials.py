@@ -76,3 +76,15 @@ def dies_after_row(config, ctx):
     if marker is not None:
         marker.write_text("died once")
     os._exit(3)
+
+
+def learning_trial(config, ctx):
+    """Reports a falling train_loss every step and a val_loss every other step (the progress block's sources)."""
+    steps = int(config.get("steps", 4))
+    for i in range(1, steps + 1):
+        time.sleep(float(config.get("sleep_s", 0.0)) / steps)
+        metrics = {"step": i, "train_loss": 4.0 / i}
+        if i % 2 == 0:
+            metrics["val_loss"] = 4.5 / i
+        ctx.report(metrics)
+    return {"val_loss": 4.5 / steps}

@@ -23,10 +23,16 @@ def _error(data) -> str:
     return str(info.value)
 
 
-def test_defaults_and_out_dir():
+def test_defaults_and_out_dir(monkeypatch, tmp_path):
+    from grid.paths import REPO
+
+    monkeypatch.delenv("LINGRID_BENCHMARK", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the working directory
     spec = parse_data_spec(_spec())
     assert spec.val_fraction == 0.01 and spec.val_share == 0.01
-    assert spec.out_dir == "benchmark/data/lm/t"
+    assert spec.out_dir == str(REPO / "benchmark" / "data" / "lm" / "t")
+    monkeypatch.setenv("LINGRID_BENCHMARK", str(tmp_path / "bench"))
+    assert parse_data_spec(_spec()).out_dir == str(tmp_path / "bench" / "data" / "lm" / "t")
     assert spec.on_short == "cycle" and spec.seed == 0
 
 

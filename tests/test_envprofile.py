@@ -36,3 +36,46 @@ def test_runtime_env_carries_pins():
     env = load_profile("current").runtime_env()
     assert "flash-linear-attention==0.6.0" in env["pip"]
     assert env["env_vars"]["LINGRID_ENV_PROFILE"] == "current"
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    return tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+
+
+def test_pyproject_installs_what_the_current_profile_checks():
+    """One source of truth: every pin of configs/env/current.txt is pyproject's own requirement, with the
+    same specifier, so `pip install lingrid` gives an environment that passes the check at trial start."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    deps = {canonicalize_name(r.name): r for r in map(Requirement, _pyproject()["project"]["dependencies"])}
+    for line in load_profile("current").requirements:
+        want = Requirement(line)
+        have = deps.get(canonicalize_name(want.name))
+        assert have is not None, f"{want.name} is pinned in configs/env/current.txt but not a dependency"
+        assert have.specifier == want.specifier, (want.name, str(have.specifier), str(want.specifier))
+
+
+def test_gpu_extra_has_what_fused_backends_import_and_ci_extras_build_nothing_for_cuda():
+    from packaging.requirements import Requirement
+
+    from grid.models.registry import all_mixers
+
+    extras = _pyproject()["project"]["optional-dependencies"]
+    gpu = {Requirement(r).name.replace("-", "_") for r in extras["gpu"]}
+    needed = {m for spec in all_mixers() for m in spec.fused_requires}
+    assert needed and needed <= gpu  # mamba and mamba2 need mamba_ssm
+    cuda_builds = {"mamba-ssm", "causal-conv1d", "flash-attn"}
+    for extra in ("test", "data", "plots"):  # what CI installs on a CPU machine
+        assert not {Requirement(r).name for r in extras[extra]} & cuda_builds, extra
+
+
+def test_this_installed_environment_passes_the_current_profile():
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("triton (pinned by the profile) exists for Linux only")
+    assert load_profile("current").mismatches() == []

@@ -98,3 +98,112 @@ def test_packed_runs_count_as_they_finish_and_survive_their_pack_dying(monkeypat
     assert "runs: 1/3 done, 0 failed" in cb.line()  # while its pack still runs
     cb.on_trial_error(0, [], a)  # the process died: the finished run stays done, the other two failed
     assert "runs: 1/3 done, 2 failed" in cb.line()
+
+
+# ------------------------------------------------------------------ work-based ETA, labels, live table
+def _specs(n, tokens=1000, steps=10, **work):
+    from grid.run.spec import Work, make_trial
+
+    return [make_trial({"i": i}, suite="s", grid="g", trainable="m:f",
+                       columns={"model_id": "gla", "hybrid": "pure" if i % 2 else "3:1", "seed": 0},
+                       work=Work(steps=steps, tokens=tokens, **work)) for i in range(n)]
+
+
+def _tune_trial(spec, **result):
+    return SimpleNamespace(trial_id=spec.trial_key[:6], last_result=result,
+                           config={"trial": {"trial_key": spec.trial_key}})
+
+
+def test_eta_comes_from_tokens_trained_and_left(monkeypatch):
+    """Two trials of 1000 tokens, one at a time. The rate is measured from the first progress report on
+    (start-up is not training speed): 250 more tokens in 50 s = 5 tokens/s, 1650 tokens left: 330 s.
+    No finished trial is needed, and the answer is never '?'."""
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "time", clock.time)
+    specs = _specs(2)
+    cb = ProgressCallback(2, experiment="x", stream=io.StringIO(), specs=specs)
+    a, b = (_tune_trial(s) for s in specs)
+    cb.on_trial_start(0, [], a)
+    clock.t += 30  # Ray, imports, the first kernels
+    cb.on_trial_result(0, [], a, {"progress/step": 1.0, "progress/tokens": 100.0})
+    assert "ETA after the first progress reports" in cb.line()
+    clock.t += 50
+    cb.on_trial_result(0, [], a, {"progress/step": 3.0, "progress/tokens": 350.0, "progress/train_loss": 3.0})
+    assert _eta_s(cb.line()) == 330 and "tokens 350/2K" in cb.line()
+    clock.t += 130  # a finishes (900 tokens in 180 s since the first report), b starts: 1000 tokens left
+    cb.on_trial_complete(0, [], _tune_trial(specs[0], status="ok", **{"progress/tokens": 1000.0}))
+    cb.on_trial_start(0, [], b)
+    assert _eta_s(cb.line()) == 200
+
+
+def test_eta_is_an_upper_bound_when_trials_may_stop_early(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "time", clock.time)
+    specs = _specs(1, epochs=10, may_stop_early=True)
+    cb = ProgressCallback(1, experiment="x", stream=io.StringIO(), specs=specs)
+    a = _tune_trial(specs[0])
+    cb.on_trial_start(0, [], a)
+    cb.on_trial_result(0, [], a, {"progress/tokens": 100.0, "progress/epoch": 1.0})
+    clock.t += 10
+    cb.on_trial_result(0, [], a, {"progress/tokens": 500.0, "progress/epoch": 5.0})
+    assert "ETA <=12s" in cb.line()  # 400 tokens in 10 s, 500 left (runs that stop early: at most)
+
+
+def test_labels_name_trials_by_what_differs():
+    from grid.run.pack import make_pack
+    from grid.run.progress import trial_labels
+
+    specs = _specs(2)
+    assert sorted(trial_labels(specs).values()) == ["gla 3:1", "gla pure"]
+    pack = make_pack(specs)
+    assert trial_labels([pack]) == {pack.trial_key: "gla (2 runs)"}  # what its members share
+
+
+def test_live_table_shows_each_running_trial(monkeypatch):
+    from rich.console import Console
+
+    from grid.run.progress import progress_mode
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("LINGRID_PROGRESS", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert progress_mode(Tty()) == "live" and progress_mode(io.StringIO()) == "plain"
+    monkeypatch.setenv("LINGRID_PROGRESS", "off")
+    assert progress_mode(Tty()) == "off"
+    specs = _specs(2)
+    cb = ProgressCallback(2, experiment="x", stream=io.StringIO(), specs=specs)
+    a = _tune_trial(specs[0])
+    cb.on_trial_start(0, [], a)
+    cb.on_trial_result(0, [], a, {"progress/step": 5.0, "progress/tokens": 500.0, "progress/train_loss": 2.5,
+                                  "progress/eval_loss": 2.75})
+    out = io.StringIO()
+    Console(file=out, width=120).print(cb.board.table())
+    text = out.getvalue()
+    assert all(len(line) <= 120 for line in text.splitlines())
+    row = next(line for line in text.splitlines() if line.startswith("gla"))
+    assert "50%" in row and "5/10" in row and "2.5" in row and "2.75" in row
+
+
+def test_progress_tracker_derives_tokens_and_epochs_from_steps():
+    from grid.run.spec import Work
+    from grid.run.trainable import ProgressTracker
+
+    t = ProgressTracker(Work(steps=100, tokens=12800, epochs=4))
+    t.update({"step": 50, "epoch": 1, "train_loss": 1.5, "test_loss": 2.0, "test_acc": 0.5})  # what MAD reports
+    assert t.values == {"step": 50.0, "tokens": 6400.0, "epoch": 2.0, "train_loss": 1.5, "eval_loss": 2.0,
+                        "eval_acc": 0.5, "runs_done": None}
+    lm = ProgressTracker(Work(steps=10, tokens=1000))
+    lm.update({"curve/step": 3, "curve/tokens": 300, "curve/train_loss": 4.0})  # what an LM trial reports
+    assert (lm.values["step"], lm.values["tokens"], lm.values["epoch"]) == (3.0, 300.0, None)
+
+
+def test_a_bad_progress_setting_warns_and_falls_back(monkeypatch, capsys):
+    from grid.run import progress
+
+    monkeypatch.setenv("LINGRID_PROGRESS", "fancy")
+    monkeypatch.setattr(progress.progress_mode, "_warned", False, raising=False)
+    assert progress.progress_mode(io.StringIO()) == "plain"
+    assert "LINGRID_PROGRESS='fancy' is not one of auto, live, plain, off" in capsys.readouterr().err

@@ -4,28 +4,47 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evals.mad.protocols import PROTOCOLS
+from grid import paths
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.mad")
     sub = p.add_subparsers(dest="cmd", required=True)
     lb = sub.add_parser("leaderboard", help="MAD table (six task scores and their mean) per architecture")
-    lb.add_argument("--results", default="benchmark/results")
-    lb.add_argument("--epochs", type=int, default=None, help="only rows of this protocol (default: every protocol, "
-                                                             "one table each)")
+    lb.add_argument("--results", default=paths.store(), help="results store (default: $LINGRID_STORE or "
+                    "<repository>/benchmark/results)")
+    lb.add_argument("--epochs", type=int, default=None, help="only rows run for this many epochs (default: all; "
+                                                             "one table per protocol)")
+    lb.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                    help="only rows of this MAD protocol (default: every protocol, one table each)")
     args = p.parse_args(argv)
-    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(args.results).query("SELECT * FROM results WHERE suite = 'mad'")
     if df.empty:
         print(f"no MAD results in {args.results}")
         return 1
-    for epochs, part in sorted(df.groupby("epochs"), key=lambda kv: kv[0]):
-        if args.epochs is not None and epochs != args.epochs:
-            continue
-        print(f"\nMAD leaderboard, protocol epochs={int(epochs)} ({len(part)} runs):\n")
-        print(to_markdown(mad_table(part)))
-    return 0
+    parts = [(key, part) for key, part in by_protocol(df)
+             if (args.epochs is None or int(key["epochs"]) == args.epochs)
+             and (args.protocol is None or key["protocol"] == args.protocol)]
+    if not parts:
+        print(f"no MAD rows match --epochs {args.epochs} --protocol {args.protocol} in {args.results}")
+        return 1
+    if len(parts) > 1:
+        print(f"{sum(len(p) for _, p in parts)} MAD runs in {args.results} under {len(parts)} protocols: one table "
+              "each (numbers from different protocols are not comparable)")
+    status = 0
+    for key, part in parts:
+        print(f"\nMAD leaderboard, {protocol_label(key)} ({len(part)} runs; best of lr x wd per setting, "
+              f"mean per task):\n")
+        try:
+            print(to_markdown(mad_table(part)))
+        except ValueError as exc:  # rows that cannot be scored (e.g. without acc): say so, go on
+            print(f"cannot score these rows: {exc}")
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

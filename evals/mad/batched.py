@@ -96,7 +96,7 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     with _SETUP_LOCK:  # the same seeding and init as every solo run of the setting
-        solo, mcfg, (xtr, ytr), (xte, yte) = _setup(cfg, setting, device)
+        solo, mcfg, (xtr, ytr), (xte, yte), gate = _setup(cfg, setting, device)
         model = stack_model(solo, len(cfgs))
     n_params, backends = sum(p.numel() for p in solo.parameters()), solo.backends
     del solo
@@ -142,8 +142,9 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
     def finish(m: int, **fields: Any) -> None:
         result = TrainResult(history=histories[m], precision=prec, **{**live, **fields})
         row = run_row(cfgs[m], setting, mcfg, n_params=n_params, backends=backends, device=device, compiled=False,
-                      result=result, steps_per_epoch=spe, eval_graph=eval_graph_summary())
+                      gate=gate, result=result, steps_per_epoch=spe, eval_graph=eval_graph_summary())
         row["run_wall_s"] = time.perf_counter() - t_start
+        row["train_wall_s"] = result.wall_s
         results[m] = row
         if on_done is not None:
             on_done(m, row)

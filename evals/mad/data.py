@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from evals.mad.settings import MADSetting, all_settings
+from grid.paths import data_root
 from evals.mad.tasks import generate_split
 
 SPLITS = ("train", "test")
 FILES = ("inputs.npy", "targets.npy")
-DEFAULT_ROOT = Path("benchmark/data")  # relative to the current directory, as in mad-lab
+DEFAULT_ROOT = Path(data_root())  # <benchmark root>/data (grid/paths.py), whatever the working directory
 _TMP_MARK = ".tmp-"
 
 

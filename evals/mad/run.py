@@ -9,9 +9,14 @@ ends by printing the MAD table.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
+
+from evals.mad.protocols import DEFAULT_PROTOCOL, LEGACY_PROTOCOL, PROTOCOLS
+from grid import paths
+from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
@@ -20,28 +25,38 @@ NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # 
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
+    description = "Run the MAD suite for one architecture on Ray and print its MAD table."
+    if default_arch is not None:
+        from evals.mad.arch import arch_entry  # noqa: PLC0415
+
+        description += f" Architecture {default_arch!r}: {arch_entry(default_arch)['source']}"
     p = argparse.ArgumentParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
-                                description="Run the MAD suite for one architecture on Ray and print its MAD table")
+                                description=description)
     p.add_argument("--arch", default=default_arch, required=default_arch is None,
                    help="architecture name in configs/mad/architectures.yaml")
     p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
     p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
     p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
-    p.add_argument("--ray-tmp-path", default="benchmark/ray", help="Ray Tune experiment storage")
-    p.add_argument("--data-path", default="benchmark/data", help="MAD data root (mad-lab's on-disk format)")
+    p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), help="Ray Tune experiment storage")
+    p.add_argument("--data-path", default=paths.data_root(), help="MAD data root (mad-lab's on-disk format)")
     p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
     p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
                    help="only these settings of --tasks, by the id the results use (baseline, seq_len=1024, ...)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL,
+                   help="madlab (default): what mad-lab's code executes (constant lr, its init, its AutoEncoder); "
+                        "cosine: mad-lab as its config describes it (lr cosine per epoch, the project's init). "
+                        "Part of every trial key and row; tables never mix protocols (docs/mad.md)")
     p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
     p.add_argument("--max-train-examples", type=int, default=None,
                    help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
                         "separate protocol; never mixed with full runs in tables)")
     p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
-    p.add_argument("--results", default="benchmark/results", help="parquet results store")
+    p.add_argument("--results", default=paths.store(), help="parquet results store (default: $LINGRID_STORE or "
+                   "<repository>/benchmark/results)")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
     p.add_argument("--autotune", choices=("first", "full"), default="full",
@@ -69,6 +84,11 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "own row and key, exec_path=batched) where the architecture's mixer can be stacked "
                         "(grid/models/stacked.py: STACKABLE); other architectures run as --pack says. A number for "
                         "--pack caps the runs per batched model. off: every architecture runs as --pack says")
+    p.add_argument("--parity", choices=POLICIES, default="fallback",
+                   help="the parity gate (grid/check/gate.py): before a run trains a fused mixer, the mixer must match "
+                        "its reference at the run's shape and dtype on this host (checked once per host and package "
+                        "versions, then cached). fallback (default): a failing mixer trains the reference backend; "
+                        "stop: the run stops; off: no check. Rows record parity_gate and parity_detail")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
     return p
@@ -140,6 +160,16 @@ def heaviest_first(settings: list) -> list:
     return sorted(settings, key=lambda s: -s.num_train_examples * s.seq_len)
 
 
+def run_work(setting, cfg):
+    """Planned steps and tokens of one MAD run (all epochs: early stopping can only shorten it)."""
+    from grid.run.spec import Work  # noqa: PLC0415
+
+    n = setting.num_train_examples if cfg.max_train_examples is None else min(setting.num_train_examples,
+                                                                               cfg.max_train_examples)
+    return Work(steps=cfg.epochs * math.ceil(n / cfg.batch_size), tokens=cfg.epochs * n * setting.seq_len,
+                epochs=cfg.epochs, may_stop_early=True)
+
+
 def make_trials(args, settings) -> list:
     from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
     from grid.keys import content_hash  # noqa: PLC0415
@@ -151,20 +181,30 @@ def make_trials(args, settings) -> list:
     for s in settings:
         for lr in args.lrs:
             for wd in args.wds:
-                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend,
+                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend, protocol=args.protocol,
                                    model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
                                    max_train_examples=args.max_train_examples,
                                    data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
                                    cuda_graph=args.cuda_graph == "on", compile=args.compile == "on")
                 config = cfg.model_dump(mode="json")
-                hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
                 trials.append(TrialSpec(
-                    trial_key=content_hash({"suite": "mad", **hashed}), suite="mad", grid="mad",
+                    trial_key=content_hash({"suite": "mad", **hashed_config(config)}), suite="mad", grid="mad",
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
-                    columns={"model_id": args.model_id, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
+                    columns={"model_id": args.model_id, "protocol": args.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
                              "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
-                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0}))
+                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0},
+                    work=run_work(s, cfg)))
     return trials
+
+
+def hashed_config(config: dict) -> dict:
+    """The part of a run's config that decides its trial_key. `protocol` joined the config after
+    stores held `cosine` rows without it: it is left out when it is `cosine`, so those rows keep
+    their keys (the hashed content of a cosine run is unchanged)."""
+    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    if hashed.get("protocol") == LEGACY_PROTOCOL:
+        del hashed["protocol"]
+    return hashed
 
 
 def log_parameters(args, settings) -> int:
@@ -179,7 +219,7 @@ def log_parameters(args, settings) -> int:
         seen.add((s.code, s.vocab_size, s.seq_len))
         cfg = arch_model_config(args.arch, s.vocab_size, s.seq_len, backend="reference")
         try:
-            model = build_backbone(cfg, s.code, s.seq_len)
+            model = build_backbone(cfg, s.code, s.seq_len, args.protocol)
         except Exception:  # noqa: BLE001  fused-only mixer: count on the meta device
             from grid.models.stack import build_for_counting  # noqa: PLC0415
 
@@ -189,25 +229,33 @@ def log_parameters(args, settings) -> int:
     return 0
 
 
-def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0) -> None:
-    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0,
+                protocol: str | None = None) -> None:
+    """The MAD table of this run's protocol for `model_id` (one table, never mixing protocols)."""
+    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    df = ResultsStore(results).query(
-        "SELECT * FROM results WHERE suite = 'mad' AND model_id = ? AND epochs = ?", [model_id, epochs])
-    if "max_train_examples" in df.columns:  # smoke runs are another protocol
-        df = df[df["max_train_examples"].fillna(0).astype(int) == max_train_examples]
-    if df.empty:
-        print(f"no MAD rows for model_id={model_id!r} epochs={epochs} in {results}")
+    df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'mad' AND model_id = ?", [model_id])
+    parts = [(k, p) for k, p in by_protocol(df) if int(k["epochs"]) == epochs
+             and int(k.get("max_train_examples", 0) or 0) == max_train_examples
+             and (protocol is None or k["protocol"] == protocol)]
+    if not parts:
+        print(f"no MAD rows for model_id={model_id!r} protocol={protocol} epochs={epochs} in {results}")
         return
-    print(f"\nMAD ({len(df)} runs, epochs={epochs}, best of lr x wd per setting, mean per task):\n")
-    print(to_markdown(mad_table(df)))
+    for key, part in parts:
+        print(f"\nMAD, {protocol_label(key)} ({len(part)} runs, best of lr x wd per setting, mean per task):\n")
+        try:
+            print(to_markdown(mad_table(part)))
+        except ValueError as exc:  # rows that cannot be scored: say so, never a traceback
+            print(f"cannot score these rows: {exc}")
 
 
-def worker_env(autotune: str) -> dict[str, str]:
-    """Environment of the Ray workers: the autotune policy, and fla's switch for caching its tuned
-    choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
-    env = {"LINGRID_AUTOTUNE": autotune}
+def worker_env(autotune: str, parity: str = "fallback") -> dict[str, str]:
+    """Environment of the Ray workers: the autotune and parity-gate policies, and fla's switch for caching
+    its tuned choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
+    env = {"LINGRID_AUTOTUNE": autotune, POLICY_ENV: parity}
+    if CACHE_ENV in os.environ:
+        env[CACHE_ENV] = os.environ[CACHE_ENV]
     if "FLA_CACHE_RESULTS" in os.environ:
         env["FLA_CACHE_RESULTS"] = os.environ["FLA_CACHE_RESULTS"]
     return env
@@ -276,8 +324,8 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          num_gpus=None if args.address else args.gpus_found,
                          num_cpus=None if args.address else cpus,
                          max_failures=args.max_failures, force=args.force,
-                         ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune)}})
+                         ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune, args.parity)}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
           f"{summary.n_failed} failed")
-    print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)
+    print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0, args.protocol)
     return 0 if summary.n_failed == 0 else 1

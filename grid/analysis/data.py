@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_STORE = "benchmark/results"
 SUITE = "lm"
+
+from grid.results.schema import RECALL_COLUMNS
 
 # result columns the analyses read; a store written before a column existed gets it as all-null
 RESULT_COLUMNS = [
     "trial_key", "grid", "status", "error", "model_id", "mixer", "hybrid", "effective_ratio", "scale", "seed",
     "non_embedding_params", "total_params", "state_size", "train_flops_per_token", "tokens_seen", "val_loss",
     "val_ppl", "train_loss", "tokens_per_s", "mfu", "peak_mem_gib", "backend", "gpu_name", "diverged_step",
+    "attention_layers", "config_json", *RECALL_COLUMNS,
 ]
 CURVE_COLUMNS = ["trial_key", "step", "tokens", "train_loss", "val_loss", "lr", "flops"]
 
@@ -27,7 +29,9 @@ class NoResults(LookupError):
 
 
 def default_store() -> str:
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    from grid.paths import store  # noqa: PLC0415
+
+    return store()
 
 
 def ensure_columns(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -112,5 +116,5 @@ def numeric(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
 
 
-__all__ = ["DEFAULT_STORE", "NoResults", "arch_label", "default_store", "ensure_columns", "is_missing", "lm_rows",
+__all__ = ["NoResults", "arch_label", "default_store", "ensure_columns", "is_missing", "lm_rows",
            "load_lm", "numeric"]

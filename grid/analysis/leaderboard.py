@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from grid.analysis.data import is_missing, lm_rows, load_lm, numeric
+from grid.results.schema import COPY_ACC, COPY_ACC_BEYOND, MQAR_ACC, NEEDLE_LOSS, RECALL_COLUMNS
 
+# the recall columns (grid/lm/evals) appear only in tables where some trial has them
 TABLE_COLUMNS = ["rank", "arch", "model_id", "mixer", "hybrid", "effective_ratio", "val_loss", "val_ppl",
-                 "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed", "status", "note", "trial_key"]
+                 *RECALL_COLUMNS, "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed", "status",
+                 "note", "trial_key"]
 
 # header of each column in the rendered tables (model_id is folded into `arch`, not printed)
 HEADERS = {
@@ -28,8 +31,10 @@ HEADERS = {
     "val_loss": "val loss", "val_ppl": "ppl", "tokens_per_s": "tokens/s", "mfu": "MFU",
     "peak_mem_gib": "peak mem GiB", "non_embedding_params": "non-emb params", "seed": "seed", "grid": "grid",
     "status": "status", "note": "note", "trial_key": "trial",
+    COPY_ACC: "copy", COPY_ACC_BEYOND: "copy >ctx", MQAR_ACC: "MQAR", NEEDLE_LOSS: "needle loss",
 }
-_RIGHT = {"rank", "val_loss", "val_ppl", "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed"}
+_RIGHT = {"rank", "val_loss", "val_ppl", "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed",
+          *RECALL_COLUMNS}
 UNKNOWN_SCALE = "(no scale)"
 
 
@@ -78,7 +83,7 @@ def _one_table(part: pd.DataFrame, with_grid: bool) -> pd.DataFrame:
     ok["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(ranked)], dtype="Int64")
     bad["rank"] = pd.array([None] * len(bad), dtype="Int64")
     out = pd.concat([ok, bad], ignore_index=True) if len(bad) else ok.reset_index(drop=True)
-    cols = list(TABLE_COLUMNS)
+    cols = [c for c in TABLE_COLUMNS if c not in RECALL_COLUMNS or out[c].notna().any()]
     if with_grid:
         cols.insert(cols.index("status"), "grid")
     return out[cols].reset_index(drop=True)
@@ -122,6 +127,8 @@ def format_cell(col: str, v) -> str:
         return f"{float(v):.4f}"
     if col == "val_ppl":
         return f"{float(v):.2f}"
+    if col in RECALL_COLUMNS:  # accuracies in [0, 1], the needle's loss in nats
+        return f"{float(v):.3f}"
     if col == "tokens_per_s":
         return f"{float(v):,.0f}"
     if col == "mfu":  # stored as a fraction; a value above 1 is taken to be a percentage already
@@ -144,28 +151,53 @@ def _printed_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c in HEADERS]
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A leaderboard table (from lm_leaderboard) as a GitHub markdown table."""
-    cols = _printed_columns(table)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(HEADERS[c] for c in cols) + " |",
-             "|" + "|".join("---:" if c in _RIGHT else "---" for c in cols) + "|"]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(esc(format_cell(c, row[c])) for c in cols) + " |")
-    return "\n".join(lines)
+# when a terminal is narrow, columns are left out in this order (rank and arch always stay)
+# (the first DROP_BEFORE_CUT go before a long note is cut)
+DROP_ORDER = ["trial_key", "seed", "grid", "peak_mem_gib", "mfu", "val_ppl", "effective_ratio", "mixer",
+              "non_embedding_params", "tokens_per_s", "hybrid", "note", "status", "val_loss"]
+DROP_BEFORE_CUT = 6
 
 
-def to_text(table: pd.DataFrame) -> str:
-    """A leaderboard table as aligned plain text."""
+def _cells(table: pd.DataFrame, compact: bool) -> tuple[list[str], list[list[str]]]:
+    """Printed columns and their cells; `compact` leaves out columns that are empty in every row or
+    repeat an earlier column (eff. ratio = hybrid, mixer = arch)."""
     cols = _printed_columns(table)
     cells = [[format_cell(c, row[c]) for c in cols] for _, row in table.iterrows()]
+    if compact and cells:
+        keep = []
+        for i, c in enumerate(cols):
+            col = [r[i] for r in cells]
+            if all(v in ("-", "") for v in col) or any(col == [r[j] for r in cells] for j in keep):
+                continue
+            keep.append(i)
+        cols, cells = [cols[i] for i in keep], [[r[i] for i in keep] for r in cells]
+    return cols, cells
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A leaderboard table (from lm_leaderboard) as a GitHub markdown table (every column)."""
+    from grid.textable import table as render  # noqa: PLC0415
+
+    cols, cells = _cells(table, compact=False)
+    return render([HEADERS[c] for c in cols], cells, markdown=True, right=[c in _RIGHT for c in cols])
+
+
+def to_text(table: pd.DataFrame, width: int | None = None) -> str:
+    """A leaderboard table as aligned plain text: columns that say nothing left out, fitted to `width`
+    (default: the terminal's)."""
+    from grid.textable import fit, table as render, terminal_width  # noqa: PLC0415
+
+    cols, cells = _cells(table, compact=True)
     heads = [HEADERS[c] for c in cols]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
-
-    def line(vals):
-        return "  ".join(v.rjust(w) if c in _RIGHT else v.ljust(w) for v, w, c in zip(vals, widths, cols)).rstrip()
-
-    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    names = dict(zip(heads, cols))
+    order = [c for c in DROP_ORDER if c in cols]
+    heads, cells, dropped = fit(heads, cells, terminal_width() if width is None else width, keep=2,
+                                cuttable={HEADERS["note"]: 24}, drop_order=[HEADERS[c] for c in order],
+                                drop_first=sum(c in cols for c in DROP_ORDER[:DROP_BEFORE_CUT]))
+    text = render(heads, cells, right=[names[h] in _RIGHT for h in heads])
+    if dropped:
+        text += f"\n({', '.join(dropped)}: left out to fit the terminal; --markdown prints every column)"
+    return text
 
 
 def leaderboard_text(store_root: str | os.PathLike[str], grid: str | None = None, markdown: bool = False) -> str:

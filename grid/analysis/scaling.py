@@ -266,6 +266,9 @@ def fit_architecture(curves_df: pd.DataFrame, results_df: pd.DataFrame, n_points
         notes.append("fewer than 2 envelope points: no L(C) fit")
     if info["n_trials"] == 1:
         notes.append("one trial only: L(C) is a single learning curve, not a compute-optimal frontier")
+    elif row["n_env_sizes"] < 2 and np.isfinite(row["L_beta"]):
+        notes.append("one model size realises the whole envelope: L(C) is its learning curve, not a "
+                     "compute-optimal frontier")
     sizes_ok = np.isfinite(env["N"].to_numpy(dtype=float)).all()
     tokens_ok = np.isfinite(env["D"].to_numpy(dtype=float)).all()
     if not sizes_ok:
@@ -339,16 +342,11 @@ def coefficient_table(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_table(df: pd.DataFrame, markdown: bool = False) -> str:
-    """Plain aligned text (or markdown) of a frame of strings."""
-    cols = list(df.columns)
-    rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
-    if markdown:
-        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-        return "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-                         + ["| " + " | ".join(esc(v) for v in r) + " |" for r in rows])
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    """Plain aligned text (or markdown) of a frame of strings (grid/textable.py)."""
+    from grid.textable import table  # noqa: PLC0415
+
+    return table([str(c) for c in df.columns], [[str(v) for v in r] for r in df.itertuples(index=False)],
+                 markdown=markdown)
 
 
 __all__ = ["ENVELOPE_COLUMNS", "FIT_COLUMNS", "PFLOPS_DAY", "architecture_groups", "coefficient_table",

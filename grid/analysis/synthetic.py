@@ -25,11 +25,13 @@ def chinchilla_loss(n, d, params: dict[str, float] = CHINCHILLA):
 
 def write_synthetic_ladder(store_root: str | os.PathLike[str], archs: dict[str, float] | None = None,
                            sizes: dict[str, float] | None = None, grid: str = "synthetic", steps: int = 50,
-                           tokens_per_param: float = 20.0, seeds: tuple[int, ...] = (0,)) -> list[str]:
-    """Write one 'ok' trial per (architecture, size, seed) with a full curve; returns the trial_keys.
+                           tokens_per_param: float = 20.0, seeds: tuple[int, ...] = (0,),
+                           hybrids: tuple[str, ...] = ("pure",)) -> list[str]:
+    """Write one 'ok' trial per (architecture, hybrid, size, seed) with a full curve; returns the trial_keys.
 
     `archs` maps an arch label to a loss multiplier (1.0 = the Chinchilla law). Each trial trains
-    tokens_per_param x N tokens with 6N training FLOPs per token; seed s adds 0.01*s to the loss.
+    tokens_per_param x N tokens with 6N training FLOPs per token; seed s adds 0.01*s to the loss and
+    the i-th hybrid layout 0.02*i.
     """
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
@@ -43,11 +45,11 @@ def write_synthetic_ladder(store_root: str | os.PathLike[str], archs: dict[str, 
             total = int(tokens_per_param * n)
             st = np.arange(1, steps + 1)
             tokens = (st * total // steps).astype(np.int64)
-            for seed in seeds:
-                loss = mult * chinchilla_loss(n, tokens) + 0.01 * seed
-                key = f"{arch}-{scale}-s{seed}"
+            for seed, (h, hybrid) in ((s, hh) for s in seeds for hh in enumerate(hybrids)):
+                loss = mult * chinchilla_loss(n, tokens) + 0.01 * seed + 0.02 * h
+                key = f"{arch}-{scale}-s{seed}" + ("" if hybrid == "pure" else f"-{hybrid.replace(':', 'to')}")
                 store.write_row(dict(
-                    trial_key=key, status="ok", model_id=arch, mixer=arch, hybrid="pure", effective_ratio="pure",
+                    trial_key=key, status="ok", model_id=arch, mixer=arch, hybrid=hybrid, effective_ratio=hybrid,
                     scale=scale, seed=seed, non_embedding_params=int(n), total_params=int(1.3 * n), state_size=0,
                     train_flops_per_token=fpt, tokens_seen=int(tokens[-1]), val_loss=float(loss[-1] + 0.02),
                     val_ppl=float(np.exp(loss[-1] + 0.02)), train_loss=float(loss[-1]),

@@ -37,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+from grid.paths import data_root
 
 class GPUSampler:
     """Mean GPU utilisation (%) per device from `nvidia-smi` while a block runs."""
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scripts/gpu/profile_mad_step.py report (GPU time per step over the baseline's), replaces "
                         "the batch count ratio in the full-protocol estimate")
     p.add_argument("--n-gpu", type=int, default=1)
-    p.add_argument("--data-path", default="benchmark/data")
+    p.add_argument("--data-path", default=data_root())
     p.add_argument("--json", default=None)
     p.add_argument("--from-json", nargs="+", default=None, metavar="REPORT",
                    help="print the table and estimates of saved reports (several: their k's merged, the smallest "

@@ -98,7 +98,7 @@ class DataSpec(BaseModel):
         "cycle", description="a source with fewer tokens than its budget: repeat it (epochs recorded) or stop short")
     shard_tokens: int = Field(100_000_000, ge=1024, description="tokens per shard file")
     seed: int = 0
-    out_dir: str | None = Field(None, description='default "benchmark/data/lm/<name>" (relative to the cwd)')
+    out_dir: str | None = Field(None, description='default <benchmark root>/data/lm/<name> (grid/paths.py); a relative path is relative to the cwd')
 
     @field_validator("sources")
     @classmethod
@@ -122,7 +122,9 @@ class DataSpec(BaseModel):
         if self.val_fraction is None and self.val_tokens is None:
             self.val_fraction = 0.01
         if self.out_dir is None:
-            self.out_dir = f"benchmark/data/lm/{self.name}"
+            from grid.paths import lm_data_dir  # noqa: PLC0415
+
+            self.out_dir = lm_data_dir(self.name)
         return self
 
     @property

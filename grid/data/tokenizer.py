@@ -124,23 +124,77 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
     return BPETokenizer(tok)
 
 
+HUB_PROBE_S = 3.0  # how long to wait for the Hugging Face hub before calling this machine offline
+
+
+def hub_offline() -> str | None:
+    """Why the Hugging Face hub cannot be used from here (HF_HUB_OFFLINE, or no answer within HUB_PROBE_S),
+    else None. Without this, a download on an offline machine spends a minute in retries before failing."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or \
+            os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # a proxy decides what is reachable: let the hub client try
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=HUB_PROBE_S).close()
+    except OSError as exc:
+        return f"{url.hostname} cannot be reached ({exc})"
+    return None
+
+
+def _in_hf_cache(name: str) -> bool | None:
+    """Whether the local Hugging Face cache holds tokenizer files of hub id `name` (None: cannot tell)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415  (light; no transformers import)
+    except ImportError:
+        return None
+    try:
+        return any(isinstance(try_to_load_from_cache(name, f), str)
+                   for f in ("tokenizer_config.json", "tokenizer.json", "tokenizer.model"))
+    except Exception:  # noqa: BLE001 - e.g. a name that is not a valid repo id
+        return None
+
+
+def _load_hf(name_or_path: str):
+    """transformers' tokenizer: a local directory; else the local Hugging Face cache (no network); else the hub,
+    only when it can be reached (an offline machine fails at once, saying what to do)."""
+    fix = ("fix: check the name, or on an offline machine pass a local directory that holds the tokenizer files "
+           "(save_pretrained output), or fill the Hugging Face cache where there is network")
+    if not Path(name_or_path).exists() and _in_hf_cache(name_or_path) is False:
+        why = hub_offline()
+        if why is not None:  # decided before importing transformers (seconds) or calling the hub (a minute)
+            raise TokenizerError(f"cannot load tokenizer {name_or_path!r}: it is not in the local Hugging Face "
+                                 f"cache and the hub cannot be used ({why})\n{fix}")
+    try:
+        from transformers import AutoTokenizer  # noqa: PLC0415  (heavy; only hf tokenizers pay)
+    except ImportError:
+        raise TokenizerError("tokenizer kind 'hf' needs the `transformers` package: pip install transformers") from None
+    local = Path(name_or_path).exists()
+    sources = [{}] if local else [{"local_files_only": True}, {}]
+    last = None
+    for kwargs in sources:
+        if not kwargs and not local:
+            why = hub_offline()
+            if why is not None:
+                raise TokenizerError(f"cannot load tokenizer {name_or_path!r}: it is not in the local Hugging Face "
+                                     f"cache and the hub cannot be used ({why})\n{fix}")
+        try:
+            return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (hub / file errors: all mean "cannot load it")
+            last = exc
+    raise TokenizerError(f"cannot load tokenizer {name_or_path!r}: {type(last).__name__}: {last}\n{fix}") from None
+
+
 class HFTokenizer(Tokenizer):
     kind = "hf"
 
     def __init__(self, name_or_path: str, tok: Any = None):
         if tok is None:
-            try:
-                from transformers import AutoTokenizer  # noqa: PLC0415  (heavy; only hf tokenizers pay)
-            except ImportError:
-                raise TokenizerError("tokenizer kind 'hf' needs the `transformers` package: "
-                                   "pip install transformers") from None
-            try:
-                tok = AutoTokenizer.from_pretrained(name_or_path)
-            except Exception as exc:  # noqa: BLE001  (hub / file errors: all mean "cannot load it")
-                raise TokenizerError(
-                    f"cannot load tokenizer {name_or_path!r}: {type(exc).__name__}: {exc}\n"
-                    "fix: check the name, or on an offline machine pass a local directory that holds "
-                    "the tokenizer files (save_pretrained output)") from None
+            tok = _load_hf(name_or_path)
         self.name_or_path = name_or_path
         self._tok = tok
         self.vocab_size = len(tok)

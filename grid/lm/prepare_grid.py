@@ -7,7 +7,8 @@
   are then provisional: they change once the shards exist).
 * `prepare_data(...)`: builds or reuses the token shards (idempotent).
 * `lm_trial_specs(...)`: one `TrialSpec` per expanded trial (trainable grid.lm.trial:run_lm) and the
-  Tune concurrency limit. A trial asking for k > 1 GPUs runs data-parallel (grid/lm/ddp.py): its
+  Tune concurrency limit. Its GPU share comes from the resources policy (grid/run/resources.py:
+  tiny models share a GPU). A trial asking for k > 1 GPUs runs data-parallel (grid/lm/ddp.py): its
   Tune trial holds one CPU and the k GPUs go to its Ray Train workers; then at most GPUs // k such
   trials run at once.
 """
@@ -78,6 +79,9 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
     elif tk.kind == "bpe":
         vocab = int(tk.vocab_size)
         note += f"; BPE vocab {vocab} is the target (a small corpus may learn fewer)"
+    elif (known := prepared_vocab(tk.model_dump(mode="json"))) is not None:
+        vocab, where = known
+        note += f"; vocab {vocab} from the prepared data in {where} (same tokenizer)"
     else:
         from grid.data.tokenizer import HFTokenizer, TokenizerError  # noqa: PLC0415
 
@@ -87,6 +91,31 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
             raise GridError(f"data: the vocabulary size of {path} needs its tokenizer, which could not be "
                             f"loaded (plan --vocab-size N skips it): {exc}") from None
     return DataIdentity(path, dspec.name, vocab, "spec-" + dspec.spec_hash(), False, str(out.resolve()), note)
+
+
+def prepared_manifests() -> list[Path]:
+    """Manifests of the data prepared on this machine (<benchmark root>/data/lm/*/manifest.json)."""
+    from grid.data.shards import MANIFEST  # noqa: PLC0415
+    from grid.paths import benchmark_root  # noqa: PLC0415
+
+    return sorted((benchmark_root() / "data" / "lm").glob(f"*/{MANIFEST}"))
+
+
+def prepared_vocab(tokenizer: dict[str, Any]) -> tuple[int, str] | None:
+    """(vocab size, data dir) from any prepared data set that used the same pretrained tokenizer: its
+    manifest records the vocabulary, so planning needs neither transformers nor the network."""
+    import json  # noqa: PLC0415
+
+    if tokenizer.get("kind") != "hf":
+        return None
+    for path in prepared_manifests():
+        try:
+            tk = json.loads(path.read_text()).get("tokenizer") or {}
+        except (OSError, ValueError):
+            continue
+        if tk.get("kind") == "hf" and tk.get("name_or_path") == tokenizer.get("name_or_path") and tk.get("vocab_size"):
+            return int(tk["vocab_size"]), str(path.parent)
+    return None
 
 
 def prepare_data(spec: GridSpec, grid_path: str | Path | None = None, data_dir: str | Path | None = None,
@@ -103,40 +132,70 @@ def columns_of(t: LMTrial, spec: GridSpec) -> dict[str, Any]:
             "lr": float(t.train["lr"]), "wd": float(spec.recipe.weight_decay)}
 
 
-def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int
-                   ) -> tuple[list, int | None, list[str]]:
-    """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster."""
+def trial_work(t: LMTrial):
+    """Planned steps and tokens of an LM trial (the progress display's ETA)."""
+    from grid.run.spec import Work  # noqa: PLC0415
+
+    steps = int(t.train["steps"])
+    return Work(steps=steps, tokens=steps * int(t.train["batch_size"]) * int(t.train["seq_len"]))
+
+
+def trial_memory_gib(t: LMTrial) -> float | None:
+    """Estimated peak GPU memory of one LM trial (None when the trial was expanded without counts)."""
+    from grid.run.resources import training_memory_gib  # noqa: PLC0415
+
+    if "total_params" not in t.counts:
+        return None
+    return training_memory_gib(total_params=int(t.counts["total_params"]), d_model=t.model.d_model,
+                               n_layers=t.model.n_layers, vocab_size=t.model.vocab_size,
+                               micro_batch_tokens=int(t.train["micro_batch_size"]) * int(t.train["seq_len"]))
+
+
+def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int,
+                   gpu_memory_gib: float | None = None) -> tuple[list, int | None, list[str]]:
+    """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster.
+
+    Each trial's GPU share comes from the resources policy (grid/run/resources.py: tiny models share
+    a GPU, `resources.gpus_per_trial` overrides); `gpu_memory_gib` is one GPU's memory (None: unknown)."""
+    import os  # noqa: PLC0415
+
+    from grid.run.resources import AUTOTUNE_ENV, decide  # noqa: PLC0415
     from grid.run.spec import Resources, TrialSpec  # noqa: PLC0415
 
     res = spec.resources
     notes: list[str] = []
-    extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
     max_concurrent = None
-    want = res.gpus_per_trial
-    if n_gpu <= 0:
-        if want:
-            notes.append(f"no GPU: resources.gpus_per_trial={want:g} ignored, trials run on CPU, one process each")
-        resources = Resources(cpu=res.cpus_per_trial, gpu=0)
-    else:
-        want = 1.0 if want is None else float(want)
-        if want <= 1:
-            resources = Resources(cpu=res.cpus_per_trial, gpu=want)
+    if n_gpu <= 0 and res.gpus_per_trial:
+        notes.append(f"no GPU: resources.gpus_per_trial={res.gpus_per_trial:g} ignored, trials run on CPU, "
+                     "one process each")
+    out = []
+    for t in trials:
+        extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
+        nonemb = t.counts.get("non_embedding_params")
+        d = decide(max(n_gpu, 0), asked=res.gpus_per_trial, memory_gib=trial_memory_gib(t),
+                   non_embedding_params=None if nonemb is None else int(nonemb), gpu_memory_gib=gpu_memory_gib,
+                   user_autotune=os.environ.get(AUTOTUNE_ENV))
+        if d.gpus <= 1:
+            resources = Resources(cpu=res.cpus_per_trial, gpu=d.gpus)
         else:
-            if not want.is_integer():
-                raise GridError(f"resources.gpus_per_trial={want:g}: above 1 GPU a trial needs a whole number of GPUs")
-            k = int(want)
+            if not d.gpus.is_integer():
+                raise GridError(f"resources.gpus_per_trial={d.gpus:g}: above 1 GPU a trial needs a whole number of GPUs")
+            k = int(d.gpus)
             if k > n_gpu:
                 raise GridError(f"resources.gpus_per_trial={k} but the cluster has {n_gpu} GPU(s); "
                                 f"allowed: at most {n_gpu}")
             resources = Resources(cpu=1, gpu=0)  # the Tune trial is the driver; its Train workers hold the GPUs
             extras["ddp"] = {"workers": k, "use_gpu": True, "cpus_per_worker": res.cpus_per_trial}
             max_concurrent = max(1, n_gpu // k)
-            notes.append(f"{k} GPUs per trial: data-parallel through Ray Train, at most {max_concurrent} trial(s) "
-                         "at a time")
-    specs = [TrialSpec(trial_key=t.trial_key, suite=SUITE, grid=spec.name, trainable=TRAINABLE,
-                       config={**t.config, **extras}, columns=columns_of(t, spec), resources=resources)
-             for t in trials]
-    return specs, max_concurrent, notes
+            d = type(d)(d.gpus, d.env, f"{k} GPUs per trial: data-parallel through Ray Train, at most "
+                                       f"{max_concurrent} trial(s) at a time")
+        if n_gpu > 0 and d.why not in notes:
+            notes.append(d.why)
+        out.append(TrialSpec(trial_key=t.trial_key, suite=SUITE, grid=spec.name, trainable=TRAINABLE,
+                             config={**t.config, **extras}, columns=columns_of(t, spec), resources=resources,
+                             env=d.env, work=trial_work(t)))
+    return out, max_concurrent, notes
 
 
-__all__ = ["DataIdentity", "data_identity", "data_spec_path", "grid_data_spec", "lm_trial_specs", "prepare_data"]
+__all__ = ["DataIdentity", "data_identity", "data_spec_path", "grid_data_spec", "lm_trial_specs", "prepare_data",
+           "trial_memory_gib", "trial_work"]

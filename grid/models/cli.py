@@ -8,15 +8,36 @@ from grid.textable import table
 
 
 def _list(_args) -> int:
+    """The registry: which backends exist, which one `backend: auto` takes here, and why not the others
+    (reasons as numbered notes under the table, so the table fits ~100 columns)."""
+    import textwrap  # noqa: PLC0415
+
     from grid.models.registry import all_mixers, fused_status, reference_status  # noqa: PLC0415
 
-    rows = []
+    rows, notes = [], {}
+
+    def note(text: str) -> str:
+        return f"[{notes.setdefault(text, len(notes) + 1)}]"
+
     for spec in all_mixers():
         f_ok, f_why = fused_status(spec)
         r_ok, r_why = reference_status(spec)
-        rows.append([spec.name, spec.family, "yes" if f_ok else "no", "yes" if r_ok else "no",
-                     f_why if not f_ok else "", r_why if not r_ok else ""])
-    print(table(["mixer", "family", "fused", "reference", "why no fused here", "why no reference"], rows))
+        auto = "fused" if f_ok else "reference" if r_ok else "-"
+        why = ([f"fused {note(f_why)}"] if not f_ok else []) + ([f"reference {note(r_why)}"] if not r_ok else [])
+        rows.append([spec.name, spec.family, "yes" if f_ok else "no", "yes" if r_ok else "no", auto,
+                     ", ".join(why)])
+    print(table(["mixer", "family", "fused here", "reference", "auto runs", "why not"], rows))
+    if notes:
+        print()
+        for text, i in notes.items():
+            print(textwrap.fill(text, width=100, initial_indent=f"[{i}] ", subsequent_indent=" " * (len(str(i)) + 3)))
+    stuck = [r[0] for r in rows if r[4] == "-"]
+    if stuck:
+        print()
+        print(textwrap.fill(f"Cannot run on this machine (no fused backend here and no plain-PyTorch reference): "
+                            f"{', '.join(stuck)}.", width=100))
+    print("\nbackend: auto takes fused where it can run, else the reference.\n"
+          "python -m grid models describe CONFIG.yaml: the layers and counts of one model.")
     return 0
 
 

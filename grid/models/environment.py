@@ -50,7 +50,7 @@ def fused_ok(spec) -> tuple[bool, str]:
     if spec.fused_needs_fla and importlib.util.find_spec("fla") is None:
         return False, "fla is not installed (pip install flash-linear-attention)"
     if spec.fused_needs_cuda and cuda_capability() is None:
-        return False, "no CUDA GPU visible (fla's Triton kernels need one; use backend=reference on CPU)"
+        return False, "no CUDA GPU visible (fla's Triton kernels need one)"
     missing = [m for m in spec.fused_requires if importlib.util.find_spec(m) is None]
     if missing:
         return False, f"needs {', '.join(missing)} (pip install {' '.join(m.replace('_', '-') for m in missing)})"

@@ -56,6 +56,9 @@ class MixerSpec:
     # torch.compile traces it; else it runs eagerly behind one graph break (grid.models.compile)
     fused_traceable: bool = False
     notes: str = ""
+    # (d_model, resolved kwargs) -> the keyword arguments of fla's own layer for this mixer (what the fused
+    # builder passes, None values resolved); grid/export maps them onto fla's model configs. None: no fla model
+    fla_kwargs: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
     kwarg_docs: dict[str, str] = field(default_factory=dict)
     # iso-parameter sizing: candidate values of the knobs that change the mixer's width
     # (e.g. {"num_heads": (1, 2, 4, 8), "expand_v": (0.5, 1, 2)}); see grid/models/sizing.py
@@ -127,7 +130,9 @@ def build_mixer(spec: MixerSpec, d_model: int, layer_idx: int, kwargs: dict[str,
     if backend == "fused":
         ok, reason = fused_status(spec)
         if not ok:
-            raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}")
+            other = ("; backend=reference runs it in plain PyTorch" if spec.reference is not None else
+                     f"; it has no reference backend ({spec.reference_unavailable or 'none'})")
+            raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}{other}")
         from grid.models import autotune  # noqa: PLC0415
 
         autotune.apply()  # LINGRID_AUTOTUNE=first: one compile per kernel instead of every candidate

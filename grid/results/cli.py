@@ -1,7 +1,7 @@
 """`python -m grid results ...`: ask the parquet store questions with DuckDB.
 
     python -m grid results query "SELECT mixer, avg(test_acc) FROM results GROUP BY 1" [--store|--results DIR] [--format table|csv|json]
-    python -m grid results show [--suite S] [--grid G] [--status ok] [--store DIR] [--limit N]
+    python -m grid results show [--suite S] [--grid G] [--status ok] [--store DIR] [--limit N] [--columns A,B | --all]
 
 Views: `results` (one row per trial) and `curves` (per-step rows, when trials wrote any).
 Exit codes: 0 ok, 2 bad SQL / bad arguments (DuckDB's message on stderr, no traceback).
@@ -10,18 +10,12 @@ Imports only pandas / pyarrow / duckdb (never torch), so it starts fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-DEFAULT_STORE = "benchmark/results"
-
-# columns `show` prints first when present; metric columns follow
-SHOW_COLUMNS = ["trial_key", "suite", "grid", "status", "model_id", "mixer", "backend", "task", "setting",
-                "lr", "wd", "seed", "wall_s", "attempt", "gpu_index"]
-
-
 def _default_store() -> str:
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    from grid.paths import store  # noqa: PLC0415
+
+    return store()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,75 +23,57 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("query", help="run SQL over the views `results` and `curves`")
     q.add_argument("sql", help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
-    q.add_argument("--store", "--results", dest="store", default=_default_store(), help=f"store directory (default: $LINGRID_STORE or {DEFAULT_STORE})")
+    q.add_argument("--store", "--results", dest="store", default=_default_store(), help="store directory (default: $LINGRID_STORE or <repository>/benchmark/results)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s = sub.add_parser("show", help="pretty table of trials (key columns + metrics)")
+    s = sub.add_parser("show", help="a table per suite: identity, status, main metrics (--columns, --all for more)")
     s.add_argument("--store", "--results", dest="store", default=_default_store())
     s.add_argument("--suite")
     s.add_argument("--grid")
     s.add_argument("--status", help="only rows with this status (ok, diverged, nan, error, skipped)")
     s.add_argument("--limit", type=int, default=200, help="at most this many rows (default 200; 0 = all)")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--columns", default=None, metavar="A,B,...", help="show these columns (comma-separated) "
+                   "instead of the suite's usual ones")
+    s.add_argument("--all", action="store_true", help="every non-empty column (wide)")
     return p
 
 
-def _render(df, fmt: str, title: str | None = None) -> None:
+def _render(df, fmt: str) -> None:
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
         return
     if fmt == "json":
         sys.stdout.write(df.to_json(orient="records", date_format="iso", force_ascii=False) + "\n")
         return
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(df.to_string(index=False))
-        return
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for col in df.columns:
-        table.add_column(str(col), overflow="fold")
-    for rec in df.itertuples(index=False):
-        table.add_row(*[_fmt_cell(v) for v in rec])
-    Console(soft_wrap=False).print(table)
+    from grid.textable import frame_text, terminal_width  # noqa: PLC0415
+
+    print(frame_text(df, width=terminal_width(), drop_empty=False))
     print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
 
 
-def _fmt_cell(v) -> str:
-    import math
-
-    if v is None:
-        return ""
-    try:
-        import pandas as pd
-
-        if pd.isna(v) is True:
-            return ""
-    except (TypeError, ValueError):
-        pass
-    if isinstance(v, float):
-        if math.isfinite(v) and v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.4g}"
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _show_frame(store, args):
-    from grid.results.schema import FIXED_COLUMNS
+def _show(store, args) -> int:
+    from grid.results.show import show_tables, unknown_columns  # noqa: PLC0415
+    from grid.textable import terminal_width  # noqa: PLC0415
 
     df = store.df(suite=args.suite, grid=args.grid, status=args.status)
     if "finished_at" in df.columns and len(df):
         df = df.sort_values(["suite", "grid", "finished_at"], kind="stable")
-    metrics = [c for c in df.columns if c not in FIXED_COLUMNS]
-    cols = [c for c in SHOW_COLUMNS if c in df.columns and (c in ("trial_key", "status") or df[c].notna().any())]
-    cols += [c for c in metrics if df[c].notna().any()]
-    if "error" in df.columns and df["error"].notna().any():
-        df = df.assign(error=df["error"].map(lambda e: e if not isinstance(e, str) else e.strip().splitlines()[-1][:80]))
-        cols.append("error")
-    df = df[cols]
     if args.limit:
         df = df.head(args.limit)
-    return df
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if columns:
+        bad = unknown_columns(df, columns)
+        if bad:
+            print(f"error: --columns: no column {', '.join(map(repr, bad))} in the store; allowed: "
+                  f"{', '.join(df.columns)}", file=sys.stderr)
+            return 2
+    if args.format != "table":
+        cols = columns or [c for c in df.columns if df[c].notna().any()]
+        _render(df[cols], args.format)
+        return 0
+    title = f"results in {args.store}"
+    print(show_tables(df, columns=columns, every=args.all, width=terminal_width(), title=title))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultsStore(args.store)
     try:
         if args.cmd == "query":
-            df = store.query(args.sql)
-            _render(df, args.format)
+            _render(store.query(args.sql), args.format)
         else:
-            df = _show_frame(store, args)
-            title = f"results in {args.store}" + (f" (suite={args.suite})" if args.suite else "")
-            _render(df, args.format, title=title)
+            return _show(store, args)
     except duckdb.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

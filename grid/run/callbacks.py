@@ -1,4 +1,4 @@
-"""Driver-side Tune callbacks: the results-store writer and the one-line progress reporter.
+"""Driver-side Tune callbacks: the results-store writer, the progress display, progress.csv and TensorBoard.
 
 Both run in the driver process (Tune calls callbacks there), so the store has a single writer.
 Neither lets an exception escape: a failure to write one row must not stop the grid (the metrics
@@ -6,6 +6,7 @@ also stay in Tune's own result.json under the experiment directory).
 """
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import json
 import logging
@@ -13,18 +14,20 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-from grid.run.trainable import MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
+from grid.run.trainable import (CURVE_PREFIX, MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
+                                 TRIAL_KEY)
 
 log = logging.getLogger(__name__)
 
-# intermediate reports with metrics named "curve/<column>" are curve points: on completion they go to
-# the curves table (one row per step, the last report of a step wins: retries and resumes re-report),
-# and never into the trial's results row
-CURVE_PREFIX = "curve/"
+# intermediate reports with metrics named "curve/<column>" (CURVE_PREFIX) are curve points: on completion
+# they go to the curves table (one row per step, the last report of a step wins: retries and resumes
+# re-report), and never into the trial's results row
 
 MAX_ERROR_CHARS = 20_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -234,95 +237,100 @@ class StoreCallback(Callback):
                 "_curves": {}, "_early": {}}
 
 
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
 class ProgressCallback(Callback):
-    """One progress line (done / failed / running / pending / ETA), at most every `interval_s`, and at the end."""
+    """The run's progress display (grid/run/progress.py): a rich live table on a terminal, sparse plain
+    lines otherwise (one every `interval_s`, one per finished trial), nothing with LINGRID_PROGRESS=off.
 
-    def __init__(self, n_total: int, *, experiment: str = "", n_skipped: int = 0, interval_s: float = 5.0,
-                 stream=None, enabled: bool = True, n_runs: int | None = None):
-        self.n_total = n_total
-        self.n_runs = n_runs  # packs (grid/run/pack.py): runs in all trials; the line adds their outcome
-        self.experiment = experiment
-        self.n_skipped = n_skipped
-        self.interval_s = interval_s
+    `specs` (the TrialSpecs of this experiment) give each trial its label and planned work, so the
+    ETA comes from work done; without them it falls back to the wall time of finished trials."""
+
+    def __init__(self, n_total: int, *, experiment: str = "", n_skipped: int = 0, interval_s: float | None = None,
+                 stream=None, enabled: bool = True, n_runs: int | None = None, specs=None):
+        from grid.run.progress import PLAIN_EVERY_S, Board  # noqa: PLC0415
+
+        self.board = Board(n_total, experiment=experiment, n_skipped=n_skipped, n_runs=n_runs, specs=specs)
+        self.interval_s = PLAIN_EVERY_S if interval_s is None else interval_s
         self.stream = stream
         self.enabled = enabled
-        self._reset()
-
-    def _reset(self):
-        self.t0 = time.time()
-        self.running: set[str] = set()
-        self.started: dict[str, float] = {}
-        self.statuses: dict[str, str] = {}
-        self.n_retried = 0
-        self.walls: list[float] = []
-        self.max_running = 0
-        self.run_statuses: dict[str, list[str]] = {}  # trial_id -> statuses of its runs (with n_runs)
-        self.early_runs: dict[str, dict[str, str]] = {}  # trial_id -> packed member -> status, as they finish
+        self._mode: str | None = None
+        self._live = None
         self._last_print = 0.0
         self._last_line = ""
 
-    def __getstate__(self):
+    def __getstate__(self):  # pickled into tuner.pkl: streams and the live display do not pickle
         state = dict(self.__dict__)
-        state["stream"] = None  # streams do not pickle (tuner.pkl)
+        state.update(stream=None, _live=None, _mode=None)
         return state
+
+    @property
+    def n_total(self) -> int:
+        return self.board.n_total
+
+    def line(self, final: bool = False) -> str:
+        return self.board.summary(final=final)
 
     # ----------------------------------------------------------- tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
-        self.started[trial.trial_id] = time.time()
-        self.max_running = max(self.max_running, len(self.running))
+        self.board.start(trial.trial_id, self._key(trial))
+        self._show()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        self.n_retried += 1
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        res = trial.last_result or {}
-        self.statuses[trial.trial_id] = res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"
-        wall = res.get("wall_s")
-        # a trial that failed fast says nothing about how long a working one takes
-        if isinstance(wall, (int, float)) and math.isfinite(wall) and self.statuses[trial.trial_id] != "error":
-            self.walls.append(float(wall))
-        if self.n_runs is not None:
-            self.run_statuses[trial.trial_id] = self._member_statuses(trial, res)
-        self._maybe_print(force=True)
+        self.board.recover(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.n_runs is None or not result.get(MEMBER_ROW_KEY):
-            return
-        try:
-            row = json.loads(result[MEMBER_ROW_KEY])
-        except ValueError:
-            return
-        early = self.early_runs.setdefault(trial.trial_id, {})
-        early[str(row.get("trial_key"))] = str(row.get("status", "error"))
-        self.run_statuses[trial.trial_id] = list(early.values())
-        self._maybe_print()
+        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
+
+        values = {k[len(PROGRESS_PREFIX):]: v for k, v in result.items() if k.startswith(PROGRESS_PREFIX)}
+        if values:
+            self.board.progress(trial.trial_id, values)
+        if self.board.n_runs is not None and result.get(MEMBER_ROW_KEY):
+            try:
+                row = json.loads(result[MEMBER_ROW_KEY])
+            except ValueError:
+                row = None
+            if isinstance(row, dict):
+                early = self.board.early_runs.setdefault(trial.trial_id, {})
+                early[str(row.get("trial_key"))] = str(row.get("status", "error"))
+                self.board.run_statuses[trial.trial_id] = list(early.values())
+        self._show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        res = trial.last_result or {}
+        status = res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"
+        wall = res.get("wall_s")
+        self.on_trial_result(iteration, trials, trial, {k: v for k, v in res.items() if k != MEMBER_ROW_KEY})
+        self.board.finish(trial.trial_id, status, float(wall) if isinstance(wall, (int, float)) else None)
+        if self.board.n_runs is not None:
+            self.board.run_statuses[trial.trial_id] = self._member_statuses(res)
+        self._finished(trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        self.statuses[trial.trial_id] = "error"
-        if self.n_runs is not None:
+        self.board.finish(trial.trial_id, "error")
+        if self.board.n_runs is not None:
             try:
                 n = max(len(spec_of(trial).members), 1)
             except Exception:  # noqa: BLE001 - not one of ours
                 n = 1
-            early = list(self.early_runs.get(trial.trial_id, {}).values())  # packed runs that finished first
-            self.run_statuses[trial.trial_id] = early + ["error"] * max(n - len(early), 0)
-        self._maybe_print(force=True)
+            early = list(self.board.early_runs.get(trial.trial_id, {}).values())  # packed runs that finished first
+            self.board.run_statuses[trial.trial_id] = early + ["error"] * max(n - len(early), 0)
+        self._finished(trial, "error")
+
+    def on_step_end(self, iteration, trials, **info):
+        self._show()
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
+
+    # -------------------------------------------------------------- output
+    @staticmethod
+    def _key(trial) -> str | None:
+        try:
+            return trial.config[TRIAL_KEY]["trial_key"]
+        except (AttributeError, KeyError, TypeError):
+            return None
 
     @staticmethod
-    def _member_statuses(trial, res: dict[str, Any]) -> list[str]:
+    def _member_statuses(res: dict[str, Any]) -> list[str]:
         try:
             payload = json.loads(res.get(ROW_KEY) or "{}")
         except ValueError:
@@ -331,60 +339,167 @@ class ProgressCallback(Callback):
             return [str(r.get("status", "error")) for r in payload["members"] if isinstance(r, dict)]
         return [res.get("status", "ok") if isinstance(res.get("status"), str) else "ok"]
 
-    def on_step_end(self, iteration, trials, **info):
-        self._maybe_print()
+    def _out(self):
+        return self.stream or sys.stderr
 
-    def on_experiment_end(self, trials, **info):
-        self._maybe_print(force=True, final=True)
+    def mode(self) -> str:
+        if self._mode is None:
+            from grid.run.progress import progress_mode  # noqa: PLC0415
 
-    # -------------------------------------------------------------- output
-    def line(self, final: bool = False) -> str:
-        n_failed = sum(1 for s in self.statuses.values() if s == "error")
-        n_done = len(self.statuses) - n_failed
-        by = {}
-        for s in self.statuses.values():
-            if s != "error":
-                by[s] = by.get(s, 0) + 1
-        running = len(self.running)
-        pending = max(self.n_total - len(self.statuses) - running, 0)
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(by.items())) if by else ""
-        parts = [f"{n_done}/{self.n_total} done" + (f" ({detail})" if detail and set(by) != {"ok"} else ""),
-                 f"{n_failed} failed", f"{running} running", f"{pending} pending"]
-        if self.n_runs is not None:
-            runs = [st for sts in self.run_statuses.values() for st in sts]
-            parts.append(f"runs: {sum(st != 'error' for st in runs)}/{self.n_runs} done, "
-                         f"{sum(st == 'error' for st in runs)} failed")
-        if self.n_retried:
-            parts.append(f"{self.n_retried} retried")
-        if self.n_skipped:
-            parts.append(f"{self.n_skipped} skipped (already in store)")
-        elapsed = time.time() - self.t0
-        tail = f"elapsed {_fmt_s(elapsed)}"
-        if not final and self.walls and (pending or running):
-            conc = max(self.max_running, running, 1)
-            mean = sum(self.walls) / len(self.walls)
-            now = time.time()  # a running trial has already used part of its (mean) wall time
-            lefts = [max(mean - (now - self.started.get(t, now)), 0.0) for t in self.running]
-            left = sum(lefts)
-            # running trials run side by side: never sooner than the longest of them
-            eta = max(max(lefts, default=0.0), (left + mean * pending) / conc)
-            if pending == 0 and left == 0.0:  # every running trial is past the mean: no honest estimate
-                tail += f", ETA ? (running past the {_fmt_s(mean)} mean of finished trials)"
-            else:
-                tail += f", ETA ~{_fmt_s(eta)}"
-        name = f"[{self.experiment}] " if self.experiment else ""
-        return f"{name}{' | '.join(parts)} | {tail}"
+            self._mode = progress_mode(self._out()) if self.enabled else "off"
+        return self._mode
 
-    def _maybe_print(self, force: bool = False, final: bool = False) -> None:
-        if not self.enabled:
+    def _show(self, force: bool = False) -> None:
+        mode = self.mode()
+        if mode == "off":
             return
         now = time.time()
+        if mode == "live":
+            from grid.run.progress import LIVE_EVERY_S  # noqa: PLC0415
+
+            if force or now - self._last_print >= LIVE_EVERY_S:
+                self._last_print = now
+                self._live_update()
+            return
         if not force and now - self._last_print < self.interval_s:
             return
-        if force and not final and now - self._last_print < min(1.0, self.interval_s):
-            return  # bursts of completions: still at most ~1 line per second
-        line = self.line(final=final)
-        if line == self._last_line and not final:
+        line = self.line()
+        if line != self._last_line:
+            self._last_print, self._last_line = now, line
+            print(line, file=self._out(), flush=True)
+
+    def _finished(self, trial, status: str) -> None:
+        """One line per finished trial (above the live table, or in the plain log), then the display."""
+        mode = self.mode()
+        if mode == "off":
             return
-        self._last_print, self._last_line = now, line
-        print(("done: " if final else "") + line, file=self.stream or sys.stderr, flush=True)
+        st = self.board.state(trial.trial_id)
+        label = st.label if st is not None else str(self._key(trial) or trial.trial_id)
+        detail = self.board.trial_text(st) if st is not None else ""
+        wall = time.time() - self.board.started.get(trial.trial_id, time.time())
+        name = f"[{self.board.experiment}] " if self.board.experiment else ""
+        text = f"{name}{label}: {status} after {_fmt_s(wall)}" + (f" ({detail})" if detail else "")
+        if mode == "live":
+            self._live_start()
+            self._live.console.print(text, highlight=False)
+            self._show(force=True)
+            return
+        print(text, file=self._out(), flush=True)
+        self._show(force=True)
+
+    def _live_start(self) -> None:
+        if self._live is None:
+            from rich.console import Console  # noqa: PLC0415
+            from rich.live import Live  # noqa: PLC0415
+
+            self._live = Live(self.board.table(), console=Console(file=self._out()), auto_refresh=False,
+                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+            atexit.register(self.close)  # an interrupted run still gives the terminal back
+
+    def _live_update(self) -> None:
+        self._live_start()
+        self._live.update(self.board.table(), refresh=True)
+
+    def close(self) -> None:
+        """End the display: stop the live table and print the final summary line."""
+        if self._live is not None:
+            live, self._live = self._live, None
+            try:
+                live.stop()
+            except Exception:  # noqa: BLE001 - never fail a run over its display
+                pass
+        if self.mode() != "off" and not getattr(self, "_closed", False):
+            self._closed = True
+            print("done: " + self.line(final=True), file=self._out(), flush=True)
+
+
+def _fmt_s(s: float) -> str:
+    from grid.run.progress import fmt_s  # noqa: PLC0415
+
+    return fmt_s(s)
+
+
+# ------------------------------------------------------------------------------------- Tune's artefacts
+# Tune's own loggers name TensorBoard runs by trial directory (the trial_key hash) on an iteration axis,
+# and its progress.csv takes its header from the first report. These replace them (Tune adds its
+# defaults only for the kinds of logger it is not given); result.json stays Tune's.
+
+PROGRESS_CSV_COLUMNS = ("training_iteration", "time_total_s", *PROGRESS_SOURCES, "status")
+
+
+class ProgressCSVCallback(CSVLoggerCallback):
+    """progress.csv with one fixed header (PROGRESS_CSV_COLUMNS) from the first report on."""
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
+
+        row = {}
+        for col in PROGRESS_CSV_COLUMNS:
+            v = result.get(col, result.get(PROGRESS_PREFIX + col))
+            row[col] = v if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
+        super().log_trial_result(iteration, trial, row)
+
+
+class TensorBoardCallback(TBXLoggerCallback):
+    """TensorBoard scalars per trial under <experiment>/tensorboard/<trial label>, against tokens (LM),
+    or epochs for trials that count epochs (MAD). `labels`: trial_key -> label (progress.trial_labels)."""
+
+    SCALARS = ("train_loss", "eval_loss", "eval_acc")
+
+    def __init__(self, labels: dict[str, str] | None = None):
+        super().__init__()
+        self.labels = dict(labels or {})
+
+    def log_trial_start(self, trial):
+        from grid.run.progress import trial_labels  # noqa: PLC0415
+
+        if trial in self._trial_writer:
+            self._trial_writer[trial].close()
+        trial.init_local_path()
+        key = trial.config.get(TRIAL_KEY, {}).get("trial_key", trial.trial_id)
+        label = self.labels.get(key)
+        if label is None:
+            try:
+                label = trial_labels([spec_of(trial)])[key]
+            except Exception:  # noqa: BLE001 - not one of ours
+                label = str(key)
+        logdir = Path(trial.local_path).parent / "tensorboard" / re.sub(r"[^A-Za-z0-9._=+-]+", "_", label)
+        self._trial_writer[trial] = self._summary_writer_cls(str(logdir), flush_secs=30)
+        self._trial_result[trial] = {}
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
+
+        if trial not in self._trial_writer:
+            self.log_trial_start(trial)
+        p = {k[len(PROGRESS_PREFIX):]: v for k, v in result.items() if k.startswith(PROGRESS_PREFIX)}
+        epoch, tokens = p.get("epoch"), p.get("tokens")
+        x = epoch if isinstance(epoch, (int, float)) else tokens
+        if not isinstance(x, (int, float)) or not math.isfinite(x):
+            return
+        point = {name: p[name] for name in self.SCALARS
+                 if isinstance(p.get(name), (int, float)) and math.isfinite(p[name])}
+        if self._trial_result.get(trial) == {"x": x, **point}:  # a report that repeats the last point (the final one)
+            return
+        self._trial_result[trial] = {"x": x, **point}
+        for name, v in point.items():
+            self._trial_writer[trial].add_scalar(name, v, global_step=int(round(x)))
+        self._trial_writer[trial].flush()
+
+    def log_trial_end(self, trial, failed: bool = False):
+        if trial in self._trial_writer:  # no hparams: the config is one JSON blob, the store has it
+            self._trial_writer.pop(trial).close()
+            self._trial_result.pop(trial, None)
+
+
+def artefact_callbacks(specs=None) -> list:
+    """progress.csv and TensorBoard loggers for an experiment of `specs` (TensorBoard only with tensorboardX)."""
+    from grid.run.progress import trial_labels  # noqa: PLC0415
+
+    out: list = [ProgressCSVCallback()]
+    try:
+        out.append(TensorBoardCallback(trial_labels(specs) if specs else None))
+    except ImportError:  # tensorboardX comes with ray[tune]; without it there is just no TensorBoard
+        pass
+    return out

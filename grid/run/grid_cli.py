@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_RAY_TMP = "benchmark/ray"
+from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
+
 REPO = Path(__file__).resolve().parent.parent.parent
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
 SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",
@@ -28,9 +29,15 @@ SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*
 
 
 def _default_store() -> str:
-    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
+    from grid.paths import store  # noqa: PLC0415
 
-    return os.environ.get("LINGRID_STORE", DEFAULT_STORE)
+    return store()
+
+
+def _default_ray_tmp() -> str:
+    from grid.paths import ray_tmp  # noqa: PLC0415
+
+    return ray_tmp()
 
 
 def _err(msg: str) -> int:
@@ -140,6 +147,14 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def _gpu_memory_gib() -> float | None:
+    """Memory of the smallest visible GPU (the resources policy packs tiny trials by it); None without one."""
+    import torch  # noqa: PLC0415
+
+    n = torch.cuda.device_count()
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(n)) / 2**30 if n else None
+
+
 def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> None:
     """The grid's leaderboard (grid.analysis when available, else grid.lm.leaderboard)."""
     from grid.results.store import ResultsStore  # noqa: PLC0415
@@ -176,12 +191,25 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--n-gpu", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     p.add_argument("--max-failures", type=int, default=1, help="retries per trial (from its last checkpoint)")
-    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, help="Ray Tune experiment storage")
+    p.add_argument("--ray-tmp-path", default=_default_ray_tmp(), help="Ray Tune experiment storage")
     p.add_argument("--data-dir", default=None, help="where the token shards live (default: the data spec's "
                    "out_dir); on a multi-node cluster a path every node can read")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--parity", choices=POLICIES, default="fallback",
+                   help="the parity gate (grid/check/gate.py): a fused mixer trains only after it matched its "
+                        "reference at the trial's shape and dtype on this host (cached per host and versions). "
+                        "fallback (default): train the reference backend instead; stop: the trial stops; off: no "
+                        "check. Rows record parity_gate and parity_detail")
     return p
+
+
+def parity_env(policy: str) -> dict[str, str]:
+    """The parity-gate policy (and cache location, when set) for the Ray workers."""
+    env = {POLICY_ENV: policy}
+    if CACHE_ENV in os.environ:
+        env[CACHE_ENV] = os.environ[CACHE_ENV]
+    return env
 
 
 def run_main(argv: list[str] | None = None) -> int:
@@ -222,7 +250,8 @@ def run_main(argv: list[str] | None = None) -> int:
             print(f"note: --n-gpu {args.n_gpu} but {visible} GPU(s) visible: using {n_gpu}", file=sys.stderr)
     try:
         try:
-            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu)
+            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu,
+                                                          gpu_memory_gib=None if args.address else _gpu_memory_gib())
         except GridError as exc:
             return _err(str(exc))
         for n in notes:
@@ -236,7 +265,8 @@ def run_main(argv: list[str] | None = None) -> int:
                              storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
                              num_gpus=None if args.address else n_gpu,
                              num_cpus=None if args.address else (args.num_cpus or os.cpu_count() or 1),
-                             max_failures=args.max_failures, force=args.force, max_concurrent=max_concurrent)
+                             max_failures=args.max_failures, force=args.force, max_concurrent=max_concurrent,
+                             ray_init_kwargs={"runtime_env": {"env_vars": parity_env(args.parity)}})
     finally:
         if started_ray:
             ray.shutdown()
@@ -364,7 +394,7 @@ def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
 def status_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
     p.add_argument("--results", default=_default_store())
-    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP)
+    p.add_argument("--ray-tmp-path", default=_default_ray_tmp())
     args = _parse(p, argv)
     if isinstance(args, int):
         return args

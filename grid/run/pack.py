@@ -30,12 +30,12 @@ because a graphed step is mostly kernel time already (docs/gpu.md, session 4).
   one call instead of one thread each (MAD's batched runs: evals/mad/batched.py):
       fn(configs: list[dict], contexts: list[MemberContext], on_done: (i, result) -> None) -> list[result]
   where a result is what a trial function returns; `on_done` hands member i's result over as soon
-  as it exists (its row then goes to the driver at once), the returned list covers the rest. If the
-  group function raises, or leaves members without a result, those members run in threads as
-  above and their rows say why (`exec_fallback`).
+  as it exists (its row then goes to the driver at once), the returned list covers the rest. It
+  runs in the calling thread. If it raises, or leaves members without a result, those members
+  run in threads as above and their rows say why (`exec_fallback`).
 * Every row says how its run was executed: `exec_path` ('solo' for a trial of its own, 'pack' for
   a thread of a pack, 'batched' for a member of a group function) and `exec_members` (how many runs
-  shared the execution).
+  shared that execution).
 """
 from __future__ import annotations
 
@@ -54,24 +54,28 @@ log = logging.getLogger(__name__)
 
 PACK_TRAINABLE = "grid.run.pack:run_members"
 MEMBERS_FILE = "finished_members.json"  # in the pack's checkpoint: {member trial_key: row payload}
+PROGRESS_EVERY_S = 10.0  # a pack reports its members' combined progress this often
 
 
 def make_pack(members: list, *, resources=None, retries: int = 0, group: str | None = None):
     """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial;
     a member whose function raises is run again in its thread up to `retries` times. With `group`
     ("module:function") the members train together through that group function (module docstring)."""
-    from grid.run.spec import TrialSpec  # noqa: PLC0415
+    from grid.run.spec import TrialSpec, Work  # noqa: PLC0415
 
     if not members:
         raise ValueError("a pack needs at least one member trial")
     keys = [m.trial_key for m in members]
     first = members[0]
+    if any(m.env != first.env for m in members):  # one process: one environment
+        raise ValueError(f"pack members need the same env; {first.trial_key} has {first.env}, others differ")
     config: dict[str, Any] = {"members": keys, "retries": int(retries)}
     if group is not None:
         config["group"] = group
     return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
                      trainable=PACK_TRAINABLE, config=config,
-                     resources=resources if resources is not None else first.resources, members=list(members))
+                     resources=resources if resources is not None else first.resources, members=list(members),
+                     env=dict(first.env), work=Work.total([m.work for m in members]))
 
 
 def leaves(spec) -> list:
@@ -80,16 +84,25 @@ def leaves(spec) -> list:
 
 
 class MemberContext:
-    """The TrialContext of one packed member (see the module docstring for what differs)."""
+    """The TrialContext of one packed member (see the module docstring for what differs).
+    `on_report()` (a group's members: all report in the calling thread) runs after each report."""
 
-    def __init__(self, spec, gpu_index: str | None):
+    def __init__(self, spec, gpu_index: str | None, on_report: Callable[[], None] | None = None):
+        from grid.run.trainable import ProgressTracker  # noqa: PLC0415
+
         self.spec, self.trial_key, self.config, self.gpu_index = spec, spec.trial_key, spec.config, gpu_index
         self.last_metrics: dict[str, Any] = {}
+        self.progress = ProgressTracker(spec.work)
+        self.on_report = on_report
 
     def report(self, metrics: dict[str, Any], checkpoint_dir=None) -> None:
         from grid.run.trainable import _clean_metrics  # noqa: PLC0415
 
-        self.last_metrics.update(_clean_metrics(metrics, "ctx.report()"))
+        clean = _clean_metrics(metrics, "ctx.report()")
+        self.last_metrics.update(clean)
+        self.progress.update(clean)
+        if self.on_report is not None:
+            self.on_report()
 
     def checkpoint_dir(self) -> None:
         return None
@@ -112,70 +125,110 @@ def _member_stream():
 
 
 def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any]], None] | None = None,
-                done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Run every member of the pack `spec` (through its group function, or in its own thread); one
-    row payload per member, in order.
+                done: dict[str, dict[str, Any]] | None = None, on_progress: Callable[[Any], None] | None = None,
+                progress_every_s: float = PROGRESS_EVERY_S) -> list[dict[str, Any]]:
+    """Run every member of the pack `spec` (through its group function, or in its own thread); one row
+    payload per member, in order.
 
     Members whose key is in `done` (rows restored from a checkpoint) are not run again: their rows
     are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
-    belongs to it) as each member finishes."""
+    belongs to it) as each member finishes; `on_progress(tracker)`, also there, every
+    `progress_every_s` seconds with the pack's combined progress (grid.run.trainable.ProgressTracker)."""
     done = done or {}
     rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
+    trackers: dict[int, Any] = {}
+    for i, m in enumerate(spec.members):  # finished members count with all their planned work
+        if rows[i] is not None:
+            trackers[i] = _finished_tracker(m, rows[i])
+    pack = _PackState(spec, rows, trackers, on_finished, on_progress)
     todo = [i for i, r in enumerate(rows) if r is None]
     fallback = None
     if spec.config.get("group") and todo:
-        fallback = _run_group(spec, spec.config["group"], todo, rows, head, on_finished)
+        fallback = _run_group(pack, spec.config["group"], todo, head, progress_every_s)
         todo = [i for i in todo if rows[i] is None]
     if todo:
-        _run_threads(spec, todo, rows, head, on_finished, fallback)
+        _run_threads(pack, todo, head, progress_every_s, fallback)
     return [r for r in rows if r is not None]
 
 
-def _hand_over(on_finished, row: dict[str, Any]) -> None:
-    if on_finished is None:
-        return
-    try:
-        on_finished(row)
-    except Exception:  # noqa: BLE001 - the final report still carries the row
-        log.exception("lingrid: could not hand member %s's row over early", row.get("trial_key"))
+class _PackState:
+    """The rows and progress of a pack's members, and the calls that hand them to the runner."""
+
+    def __init__(self, spec, rows: list, trackers: dict[int, Any], on_finished, on_progress):
+        self.spec, self.rows, self.trackers = spec, rows, trackers
+        self.on_finished, self.on_progress = on_finished, on_progress
+
+    def progress(self) -> None:
+        from grid.run.trainable import ProgressTracker  # noqa: PLC0415
+
+        if self.on_progress is None:
+            return
+        n_done = sum(r is not None for r in self.rows)
+        try:
+            self.on_progress(ProgressTracker.combined(list(self.trackers.values()), self.spec.work, runs_done=n_done))
+        except Exception:  # noqa: BLE001 - progress must never stop the runs
+            log.exception("lingrid: could not report the progress of pack %s", self.spec.trial_key)
+
+    def finished(self, i: int) -> None:
+        """Member i is done (with or without a row): progress, then its row to the driver."""
+        if self.rows[i] is not None:
+            self.trackers[i] = _finished_tracker(self.spec.members[i], self.rows[i], self.trackers.get(i))
+        self.progress()
+        if self.on_finished is not None and self.rows[i] is not None:
+            try:
+                self.on_finished(self.rows[i])
+            except Exception:  # noqa: BLE001 - the final report still carries the row
+                log.exception("lingrid: could not hand member %s's row over early", self.spec.members[i].trial_key)
 
 
-def _run_group(spec, group: str, todo: list[int], rows: list, head: dict[str, Any], on_finished) -> str | None:
+def _run_group(pack: _PackState, group: str, todo: list[int], head: dict[str, Any],
+               progress_every_s: float) -> str | None:
     """Members `todo` through the group function `group`; None, or why some got no result."""
     from grid.run.trainable import import_string, result_row, utcnow_iso  # noqa: PLC0415
 
-    members = [spec.members[i] for i in todo]
+    members = [pack.spec.members[i] for i in todo]
     t0, started = time.time(), utcnow_iso()
     heads = [{**head, "started_at": started, "trial_key": m.trial_key, "attempt": 1, "exec_path": "batched",
               "exec_members": len(members)} for m in members]
-    ctxs = [MemberContext(m, head.get("gpu_index")) for m in members]
+    last = [time.time()]
+
+    def tick() -> None:  # members report in this thread: the pack's progress every progress_every_s
+        if time.time() - last[0] >= progress_every_s:
+            last[0] = time.time()
+            pack.progress()
+
+    ctxs = [MemberContext(m, head.get("gpu_index"), on_report=tick) for m in members]
+    for i, ctx in zip(todo, ctxs):
+        pack.trackers[i] = ctx.progress
 
     def on_done(j: int, returned: dict[str, Any] | None) -> None:
-        if rows[todo[j]] is not None:
-            return
-        rows[todo[j]] = result_row(members[j], ctxs[j], heads[j], t0, returned)
-        _hand_over(on_finished, rows[todo[j]])
+        i = todo[j]
+        if pack.rows[i] is None:
+            pack.rows[i] = result_row(members[j], ctxs[j], heads[j], t0, returned)
+            pack.finished(i)
 
     try:
-        returned = import_string(group)([m.config for m in members], ctxs, on_done)
-        for j, r in enumerate(returned or []):
+        for j, r in enumerate(import_string(group)([m.config for m in members], ctxs, on_done) or []):
             on_done(j, r)
-    except Exception as exc:  # noqa: BLE001 - the members that have no row yet run in threads instead
-        log.warning("lingrid: group function %s failed, its unfinished members run in threads: %s", group, exc)
-        return f"{group}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-    if any(rows[i] is None for i in todo):
+    except Exception as exc:  # noqa: BLE001 - the members without a row yet run in threads instead
+        log.warning("lingrid: group function %s failed; its unfinished members run in threads: %s", group, exc)
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        return f"{group}: {type(exc).__name__}: {first}"
+    if any(pack.rows[i] is None for i in todo):
         return f"{group} returned no result for some members"
     return None
 
 
-def _run_threads(spec, todo: list[int], rows: list, head: dict[str, Any], on_finished,
+def _run_threads(pack: _PackState, todo: list[int], head: dict[str, Any], progress_every_s: float,
                  fallback: str | None = None) -> None:
-    """Members `todo` in one thread each (see the module docstring)."""
+    """Members `todo` in one thread each (see the module docstring); `fallback` says why they did not
+    run through the pack's group function (None: they were never meant to)."""
     from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
 
+    spec, rows = pack.spec, pack.rows
     finished: queue.Queue[int] = queue.Queue()
     retries = int(spec.config.get("retries", 0))
-    extra = {"exec_path": "pack", "exec_members": len(todo)}
+    how = {"exec_path": "pack", "exec_members": len(todo)}
 
     def one(i: int, member) -> None:
         try:
@@ -186,13 +239,15 @@ def _run_threads(spec, todo: list[int], rows: list, head: dict[str, Any], on_fin
     def attempts(i: int, member) -> None:
         for attempt in range(1, retries + 2):
             t0, started = time.time(), utcnow_iso()
-            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt, **extra}
+            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt, **how}
             ctx = MemberContext(member, head.get("gpu_index"))
+            pack.trackers[i] = ctx.progress
             try:
                 with _member_stream():
-                    rows[i] = finish_row(member, ctx, mhead, t0)
+                    row = finish_row(member, ctx, mhead, t0)
                 if fallback is not None:
-                    rows[i]["metrics"]["exec_fallback"] = fallback
+                    row["metrics"]["exec_fallback"] = fallback
+                rows[i] = row
                 return
             except Exception as exc:  # noqa: BLE001 - one member's failure must not take the pack down
                 rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
@@ -203,12 +258,32 @@ def _run_threads(spec, todo: list[int], rows: list, head: dict[str, Any], on_fin
                                 daemon=True) for i in todo]
     for t in threads:
         t.start()
-    for _ in todo:
-        i = finished.get()
-        if rows[i] is not None:
-            _hand_over(on_finished, rows[i])
+    left = len(todo)
+    while left:
+        try:
+            i = finished.get(timeout=progress_every_s)
+        except queue.Empty:
+            pack.progress()
+            continue
+        left -= 1
+        pack.finished(i)
     for t in threads:
         t.join()
+
+
+def _finished_tracker(member, row: dict[str, Any], live=None):
+    """A finished member's progress: its last values, and all of its planned work done (a run that stopped
+    early has no work left)."""
+    from grid.run.trainable import ProgressTracker  # noqa: PLC0415
+
+    t = ProgressTracker(member.work)
+    if live is not None:
+        t.values.update(live.values)
+    t.update(row.get("metrics") or {})
+    if member.work is not None:
+        t.values.update(step=float(member.work.steps), tokens=float(member.work.tokens),
+                        epoch=float(member.work.epochs) if member.work.epochs else t.values["epoch"])
+    return t
 
 
 def checkpoint_rows(directory: str | Path, done: dict[str, dict[str, Any]]) -> None:

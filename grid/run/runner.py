@@ -30,9 +30,10 @@ What `run_trials` does, in order:
      are run once more in a fresh experiment right after the restored one.
 4. **Tune.** `Tuner(with_resources(lingrid_trial, per-trial PlacementGroupFactory),
    param_space={"trial": grid_search([...one dict per trial...])})`, trial directories named by
-   trial_key, `FailureConfig(max_failures)`, and two driver callbacks: `StoreCallback` (writes the
-   row on completion, or a status="error" row after the last failed attempt) and
-   `ProgressCallback` (one line every few seconds).
+   trial_key, `FailureConfig(max_failures)`, and the driver callbacks of grid/run/callbacks.py:
+   `StoreCallback` (writes the row on completion, or a status="error" row after the last failed
+   attempt), `ProgressCallback` (a live table on a terminal, sparse lines otherwise) and the
+   progress.csv / TensorBoard loggers.
 """
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
     """One Tune run (restored or fresh). Returns (experiment_path, store_callback, result_grid, restored)."""
     from ray import tune
 
-    from grid.run.callbacks import ProgressCallback, StoreCallback
+    from grid.run.callbacks import ProgressCallback, StoreCallback, artefact_callbacks
 
     path = find_restorable(storage_dir, base, todo, requested) if (resume and allow_restore) else None
     restored = path is not None
@@ -246,8 +247,9 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
     store_cb = StoreCallback(store, experiment=name)
     packed = not restored and any(t.members for t in todo)  # a restored experiment's packs: counted as trials
     progress_cb = ProgressCallback(n_exp, experiment=name, n_skipped=n_skipped, enabled=progress,
-                                   n_runs=sum(len(leaves(t)) for t in todo) if packed else None)
-    callbacks = [store_cb, progress_cb]
+                                   n_runs=sum(len(leaves(t)) for t in todo) if packed else None,
+                                   specs=None if restored else todo)
+    callbacks = [store_cb, progress_cb, *artefact_callbacks(None if restored else todo)]
     if restored:
         if progress:
             print(f"[{name}] restoring experiment {path} (resume unfinished and errored trials)", file=sys.stderr, flush=True)
@@ -277,7 +279,10 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
                 callbacks=callbacks,
             ),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        progress_cb.close()
     return path, store_cb, grid, restored
 
 

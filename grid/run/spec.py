@@ -40,6 +40,29 @@ class Resources(BaseModel):
         return out
 
 
+class Work(BaseModel):
+    """What a trial plans to do, for the progress display and its ETA (never part of `trial_key`).
+
+    `steps` optimizer steps covering `tokens` training tokens (an upper bound where a trial may stop
+    early, as MAD runs do at 99.9 % accuracy); `epochs` when the trial counts in epochs (MAD).
+    A pack's work is the sum of its members' (make_pack)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    epochs: int | None = Field(None, gt=0)
+    may_stop_early: bool = False
+
+    @classmethod
+    def total(cls, parts: list["Work | None"]) -> "Work | None":
+        if not parts or any(w is None for w in parts):
+            return None
+        epochs = {w.epochs for w in parts}
+        return cls(steps=sum(w.steps for w in parts), tokens=sum(w.tokens for w in parts),
+                   epochs=epochs.pop() if len(epochs) == 1 else None, may_stop_early=any(w.may_stop_early for w in parts))
+
+
 class TrialSpec(BaseModel):
     """One trial: `trial_key` = content_hash(config) unless given explicitly."""
 
@@ -54,6 +77,10 @@ class TrialSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     members: list[TrialSpec] = Field(default_factory=list, description="a pack: member trials that run together in "
                                      "this one trial and get one row each (grid/run/pack.py: make_pack)")
+    # runtime block: how the trial runs, never what it computes (not in trial_key)
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables set in the worker while "
+                                "this trial runs (execution choices such as LINGRID_AUTOTUNE; grid/run/resources.py)")
+    work: Work | None = Field(None, description="planned steps and tokens (progress and ETA)")
 
     @field_validator("trial_key", "suite", "grid")
     @classmethod
@@ -128,6 +155,7 @@ def make_trial(
     columns: dict[str, Any] | None = None,
     resources: Resources | dict[str, float] | None = None,
     trial_key: str | None = None,
+    work: Work | None = None,
 ) -> TrialSpec:
     """Build a TrialSpec; `trial_key` defaults to content_hash(config)."""
     if resources is None:
@@ -142,6 +170,7 @@ def make_trial(
         config=config,
         columns=dict(columns or {}),
         resources=resources,
+        work=work,
     )
 
 

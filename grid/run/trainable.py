@@ -17,9 +17,11 @@ Model code (torch, fla, triton) is imported by the trial function, on the worker
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
+import math
 import os
 import time
 from typing import Any, Callable
@@ -32,6 +34,25 @@ ROW_KEY = "__row__"      # JSON: the store row payload, reported once at the end
 MEMBER_ROW_KEY = "__member_row__"  # JSON: one packed member's row payload, reported as it finishes
 TRIAL_KEY = "trial"      # Tune param_space: {"trial": grid_search([{"trial_key": k, "spec": <TrialSpec JSON>}, ...])}
 SPEC_KEY = "spec"
+
+# intermediate reports with metrics named "curve/<column>" are curve points (grid/run/callbacks.py)
+CURVE_PREFIX = "curve/"
+
+# The progress block: every report to Tune carries exactly these keys (None until known), from the
+# first report on, so progress.csv, TensorBoard and the progress display see one fixed set. The
+# values come from what the trial function reports, by these names (a "curve/" prefix counts too);
+# tokens and epochs are derived from the step and the trial's planned work (TrialSpec.work) when the
+# trial does not report them.
+PROGRESS_PREFIX = "progress/"
+PROGRESS_SOURCES: dict[str, tuple[str, ...]] = {
+    "step": ("step",),                                  # optimizer steps done
+    "tokens": ("tokens", "tokens_seen"),                # training tokens seen
+    "epoch": (),                                        # epochs done (fractional), from step and work
+    "train_loss": ("train_loss",),
+    "eval_loss": ("val_loss", "test_loss"),
+    "eval_acc": ("test_acc", "val_acc"),
+    "runs_done": (),                                    # packs: member runs finished
+}
 
 FN_STATUSES = ("ok", "diverged", "nan", "skipped")
 # result keys Tune fills in itself: user metrics may not use them
@@ -79,7 +100,7 @@ def _clean_metrics(metrics: dict[str, Any] | None, where: str) -> dict[str, Any]
     for k, v in metrics.items():
         if not isinstance(k, str) or not k:
             raise TypeError(f"{where}: metric names must be non-empty strings, got {k!r}")
-        if k.startswith("__") or k in TUNE_RESERVED or k in RUNNER_COLUMNS:
+        if k.startswith(("__", PROGRESS_PREFIX)) or k in TUNE_RESERVED or k in RUNNER_COLUMNS:
             raise ValueError(f"{where}: metric name {k!r} is reserved (by the lingrid runner or Ray Tune); rename it")
         out[k] = _plain(k, v)
     return out
@@ -87,6 +108,50 @@ def _clean_metrics(metrics: dict[str, Any] | None, where: str) -> dict[str, Any]
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, default=str, allow_nan=True)
+
+
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+class ProgressTracker:
+    """The latest progress of one trial (PROGRESS_SOURCES), updated from each report's metrics."""
+
+    def __init__(self, work=None):
+        self.work = work
+        self.values: dict[str, float | None] = dict.fromkeys(PROGRESS_SOURCES)
+
+    def update(self, metrics: dict[str, Any]) -> None:
+        for field, names in PROGRESS_SOURCES.items():
+            for name in names:
+                v = _number(metrics.get(name, metrics.get(CURVE_PREFIX + name)))
+                if v is not None:
+                    self.values[field] = v
+                    break
+        step, w = self.values["step"], self.work
+        if step is not None and w is not None and w.steps:
+            if "tokens" not in metrics and CURVE_PREFIX + "tokens" not in metrics and "tokens_seen" not in metrics:
+                self.values["tokens"] = step * w.tokens / w.steps
+            if w.epochs:
+                self.values["epoch"] = step * w.epochs / w.steps
+
+    def block(self) -> dict[str, float | None]:
+        return {PROGRESS_PREFIX + k: v for k, v in self.values.items()}
+
+    @classmethod
+    def combined(cls, trackers: list["ProgressTracker"], work=None, runs_done: int = 0) -> "ProgressTracker":
+        """A pack's progress: steps and tokens summed over its members, losses averaged over those that have one."""
+        out = cls(work)
+        for field in ("step", "tokens"):
+            vals = [t.values[field] for t in trackers if t.values[field] is not None]
+            out.values[field] = sum(vals) if vals else None
+        for field in ("epoch", "train_loss", "eval_loss", "eval_acc"):
+            vals = [t.values[field] for t in trackers if t.values[field] is not None]
+            out.values[field] = sum(vals) / len(vals) if vals else None
+        out.values["runs_done"] = float(runs_done)
+        return out
 
 
 class TrialContext:
@@ -98,6 +163,7 @@ class TrialContext:
         self.config: dict[str, Any] = spec.config
         self.gpu_index = gpu_index
         self.last_metrics: dict[str, Any] = {}
+        self.progress = ProgressTracker(spec.work)
         self._restored: str | None = None
         self._restored_checked = False
 
@@ -111,8 +177,9 @@ class TrialContext:
 
         clean = _clean_metrics(metrics, "ctx.report()")
         self.last_metrics.update(clean)
+        self.progress.update(clean)
         checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_dir)) if checkpoint_dir is not None else None
-        tune.report(clean, checkpoint=checkpoint)
+        tune.report({**clean, **self.progress.block()}, checkpoint=checkpoint)
 
     def checkpoint_dir(self) -> str | None:
         """Directory of the checkpoint this attempt was restored from, or None on a fresh start."""
@@ -131,16 +198,40 @@ def utcnow_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
+@contextlib.contextmanager
+def trial_environment(env: dict[str, str]):
+    """Set a trial's environment (TrialSpec.env) in this worker process for the trial, then restore it:
+    Ray reuses worker processes between trials (reuse_actors)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def lingrid_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: config = {"trial": {"trial_key": ..., "spec": <TrialSpec JSON>}}."""
+    from grid.paths import use_host_kernel_cache
+    from grid.run.spec import TrialSpec
+
+    use_host_kernel_cache()  # compiled kernels and tuned choices: once per host, shared by its workers
+    spec = TrialSpec.from_json(config[TRIAL_KEY][SPEC_KEY])
+    with trial_environment(spec.env):
+        _run_trial(spec)
+
+
+def _run_trial(spec) -> None:
     from ray import tune
 
     from grid.env import provenance
-    from grid.run.spec import TrialSpec
 
     t0 = time.time()
     started_at = utcnow_iso()
-    spec = TrialSpec.from_json(config[TRIAL_KEY][SPEC_KEY])
     gpu_index = os.environ.get("CUDA_VISIBLE_DEVICES") if spec.resources.gpu > 0 else None
     prov = dict(provenance())
     prov.pop("cuda_visible_devices", None)
@@ -151,7 +242,7 @@ def lingrid_trial(config: dict[str, Any]) -> None:
     else:
         head.update(exec_path="solo", exec_members=1)
     # reported first so an attempt that crashes still leaves provenance and gpu_index for its error row
-    tune.report({START_KEY: True, PROV_KEY: _json(head)})
+    tune.report({START_KEY: True, PROV_KEY: _json(head), **ProgressTracker(spec.work).block()})
 
     if spec.members:  # a pack: one thread per member, one row per member (grid/run/pack.py)
         import tempfile
@@ -163,22 +254,30 @@ def lingrid_trial(config: dict[str, Any]) -> None:
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 done = {k: r for k, r in restored_rows(d).items() if r.get("status") != "error"}
+        progress = {"block": ProgressTracker(spec.work).block()}
 
         def on_finished(row: dict[str, Any]) -> None:
             if row.get("status") != "error":  # an error gets another chance if the pack is retried
                 done[row["trial_key"]] = row
             with tempfile.TemporaryDirectory() as d:
                 checkpoint_rows(d, done)
-                tune.report({MEMBER_ROW_KEY: _json(row)}, checkpoint=tune.Checkpoint.from_directory(d))
+                tune.report({MEMBER_ROW_KEY: _json(row), **progress["block"]},
+                            checkpoint=tune.Checkpoint.from_directory(d))
 
-        rows = run_members(spec, head, on_finished=on_finished, done=done)
+        def on_progress(tracker: ProgressTracker) -> None:
+            progress["block"] = tracker.block()
+            tune.report(dict(progress["block"]))
+
+        rows = run_members(spec, head, on_finished=on_finished, done=done, on_progress=on_progress)
         tune.report({FINAL_KEY: True, "status": pack_status(rows), "wall_s": time.time() - t0,
-                     ROW_KEY: _json({"members": rows})})
+                     ROW_KEY: _json({"members": rows}), **progress["block"]})
         return
     ctx = TrialContext(spec, gpu_index)
     row = finish_row(spec, ctx, head, t0)
     flat = {k: v for k, v in row["metrics"].items() if isinstance(v, (int, float, str, bool))}
-    tune.report({**flat, FINAL_KEY: True, "status": row["status"], "wall_s": row["wall_s"], ROW_KEY: _json(row)})
+    ctx.progress.update(row["metrics"])
+    tune.report({**flat, FINAL_KEY: True, "status": row["status"], "wall_s": row["wall_s"], ROW_KEY: _json(row),
+                 **ctx.progress.block()})
 
 
 def finish_row(spec, ctx, head: dict[str, Any], t0: float) -> dict[str, Any]:

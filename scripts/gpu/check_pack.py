@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
 
+from grid.paths import data_root  # noqa: E402
+
 
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), 1e-9)
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="gla")
     p.add_argument("--tasks", nargs="+", default=["CR", "SC"])
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--data-path", default="benchmark/data")
+    p.add_argument("--data-path", default=data_root())
     p.add_argument("--timeout", type=float, default=180.0, help="seconds before a pack counts as hung")
     p.add_argument("--solo", choices=("on", "off"), default="on", help="off: packs only (no comparison)")
     p.add_argument("--json", default=None)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
 
+from grid.paths import data_root  # noqa: E402
 from scripts.gpu.check_cuda_graph import kernel_ms_per_step, ms_per_step, top_kernels  # noqa: E402
 from scripts.gpu.profile_lm_step import kernel_class  # noqa: E402
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="gla")
     p.add_argument("--settings", nargs="+", required=True, metavar="'TASK SETTING_ID'")
     p.add_argument("--compile", choices=("on", "off"), default="on")
-    p.add_argument("--data-path", default="benchmark/data")
+    p.add_argument("--data-path", default=data_root())
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--top", type=int, default=10, help="how many of the largest kernels to list per setting")
     p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
