@@ -25,7 +25,8 @@ unchanged, with activations of batch M*B, member-major (rows m*B .. m*B+B-1 are 
   count, and reference runs should stay bit for bit their solo runs).
 * any other parameter held directly by one of OUR modules (decay rates A_log, dt_bias, ...): the
   module's forward reads it as [M*B, 1, *shape], i.e. broadcast over time against [M*B, T, *shape]
-  activations (checked per mixer by tests/test_stacked_models.py).
+  activations (checked per mixer by tests/test_stacked_models.py). On CPU such a module runs once
+  per member instead, with that member's parameters in their solo shapes (see EXACT_ON_CPU).
 * the sequence-mixing kernels see q/k/v/gates of batch M*B: fla's chunk kernels for the fused
   backend, our reference math for the reference one, exactly the calls a solo run makes.
   A fused layer that is fla's own module hands its parameters straight to fla's kernels (Gated
@@ -65,6 +66,10 @@ FLA_TWINS: dict[str, str] = {
     "deltanet": "grid.models.mixers.deltanet:fla_delta_rule",
     "gated_deltanet": "grid.models.mixers.gated_deltanet:fla_gated_delta_rule",
 }
+# CPU runs take per-member paths where one batched kernel would round unlike the solo kernel (a
+# one-output Linear, the short convolution), so that reference runs stay bit for bit their solo runs;
+# False: the one-kernel paths that GPUs take (tests check those against solo runs up to rounding)
+EXACT_ON_CPU = True
 # where our own modules live: only their direct parameters may be broadcast (third-party code may hand
 # a parameter to a kernel that has no member dim)
 _OUR_PACKAGES = ("grid.", "evals.")
@@ -92,6 +97,22 @@ class Members:
 
     count: int  # M: members currently stacked
     batch: int = 0  # B: rows per member in the current forward (set by StackedModel.forward)
+    index: int | None = None  # the member whose solo computation runs now (CPU exact paths); None: all
+
+    def each(self, x: torch.Tensor):
+        """(member index, that member's rows of x) for each member, with `index` set meanwhile."""
+        try:
+            for i, rows in enumerate(x.split(x.shape[0] // self.count)):
+                self.index = i
+                yield i, rows
+        finally:
+            self.index = None
+
+
+def exact_on_cpu(x: torch.Tensor, members: Members) -> bool:
+    """Whether this call runs one member at a time (the solo module's own call per member): on CPU with
+    EXACT_ON_CPU, unless a member's computation is already running."""
+    return EXACT_ON_CPU and not x.is_cuda and members.index is None
 
 
 # ------------------------------------------------------------------------------------------ leaves
@@ -106,9 +127,12 @@ class StackedLinear(nn.Module):
         self.bias = _stack(solo.bias, members.count) if solo.bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = self.members.index
+        if i is not None:  # one member's solo computation
+            return F.linear(x, self.weight[i], None if self.bias is None else self.bias[i])
         m = self.members.count
         xs = x.reshape(m, -1, self.in_features)
-        if self.out_features == 1 and not x.is_cuda:
+        if self.out_features == 1 and exact_on_cpu(x, self.members):
             # a solo Linear with one output runs a matrix-vector kernel on CPU, which rounds unlike bmm:
             # per member here, so that reference runs stay bit for bit their solo runs
             y = torch.stack([F.linear(xs[i], self.weight[i], None if self.bias is None else self.bias[i])
@@ -162,7 +186,9 @@ def _rewritten_class(kind: str, cls: type, names: tuple[str, ...]) -> type:
         elif kind == "conv":
             ns["forward"] = _conv_forward(base_forward)
             ns["groups"] = property(lambda self: self._solo_groups * (
-                1 if self._stack_member_index is not None else self._stack_members.count))
+                1 if self._stack_members.index is not None else self._stack_members.count))
+        else:
+            ns["forward"] = _broadcast_forward(base_forward)
         _CLASSES[key] = type(f"Stacked{cls.__name__}", (cls,), ns)
     return _CLASSES[key]
 
@@ -177,39 +203,37 @@ def _plain_base(cls: type) -> type:
 
 
 def _per_channel_view(module, p: torch.Tensor) -> torch.Tensor:
-    return p.unsqueeze(1)  # [M, 1, D]: broadcasts against rows viewed as [M, B*..., D]
+    i = module._stack_members.index
+    return p[i] if i is not None else p.unsqueeze(1)  # [M, 1, D]: against rows viewed as [M, B*..., D]
 
 
 def _per_channel_affine(base_affine):
     def affine(self, y: torch.Tensor) -> torch.Tensor:
+        if self._stack_members.index is not None:
+            return base_affine(self, y)
         m = self._stack_members.count
         return base_affine(self, y.reshape(m, -1, y.shape[-1])).reshape(y.shape)
     return affine
 
 
 def _conv_view(module, p: torch.Tensor) -> torch.Tensor:
-    i = module._stack_member_index
-    if i is not None:  # one member's own conv (CPU, see _conv_forward)
-        return p[i]
-    return p.flatten(0, 1)  # weight [M, C, 1, K] -> [M*C, 1, K]; bias [M, C] -> [M*C]
+    i = module._stack_members.index
+    return p[i] if i is not None else p.flatten(0, 1)  # weight [M, C, 1, K] -> [M*C, 1, K]; bias -> [M*C]
 
 
 def _conv_forward(base_forward):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self._stack_members.count
+        members = self._stack_members
+        if members.index is not None:  # one member's solo computation
+            return base_forward(self, x)
+        m = members.count
         mb, t, c = x.shape
         b = mb // m
-        if not x.is_cuda:
+        if exact_on_cpu(x, members):
             # CPU: each member's rows through the solo module's own call, with that member's weights.
             # The folded conv below computes the same sums, but oneDNN picks its backward algorithm by
             # channel count and rounds differently; reference runs stay bit for bit their solo runs.
-            outs = []
-            try:
-                for i, xi in enumerate(x.split(b)):
-                    self._stack_member_index = i
-                    outs.append(base_forward(self, xi).transpose(1, 2))
-            finally:
-                self._stack_member_index = None
+            outs = [base_forward(self, rows).transpose(1, 2) for _, rows in members.each(x)]
             return torch.cat(outs).transpose(1, 2)  # [M*B, T, C], laid out as a solo conv's output
         folded = x.reshape(m, b, t, c).permute(1, 2, 0, 3).reshape(b, t, m * c)  # [B, T, M*C]: one conv
         out = base_forward(self, folded)  # [B, T, M*C]
@@ -217,8 +241,22 @@ def _conv_forward(base_forward):
     return forward
 
 
+def _broadcast_forward(base_forward):
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        members = self._stack_members
+        if not exact_on_cpu(x, members):
+            return base_forward(self, x, *args, **kwargs)
+        # CPU: the module once per member, every parameter in it that member's, solo-shaped. The
+        # broadcast below sums a parameter's gradient over time, then over the batch; a solo module sums
+        # over both at once (another rounding order).
+        return torch.cat([base_forward(self, rows, *args, **kwargs) for _, rows in members.each(x)])
+    return forward
+
+
 def _broadcast_view(module, p: torch.Tensor) -> torch.Tensor:
     members = module._stack_members
+    if members.index is not None:
+        return p[members.index]
     m, b = members.count, members.batch
     # [M, *S] -> [M*B, 1, *S]: row r of the batch is member r // B; the 1 broadcasts over time
     return p.unsqueeze(1).expand(m, b, *p.shape[1:]).reshape(m * b, 1, *p.shape[1:])
@@ -231,7 +269,6 @@ def _rewrite(module: nn.Module, kind: str, members: Members) -> None:
     module._stack_members = members
     if kind == "conv":
         module._solo_groups = module.__dict__.pop("groups")
-        module._stack_member_index = None
     module.__class__ = _rewritten_class(kind, type(module), names)
 
 
