@@ -88,3 +88,20 @@ def learning_trial(config, ctx):
             metrics["val_loss"] = 4.5 / i
         ctx.report(metrics)
     return {"val_loss": 4.5 / steps}
+
+
+def group_trial(configs, contexts, on_done):
+    """A group function (grid/run/pack.py): hands member 0's result over at once, returns the rest."""
+    results = []
+    for i, (config, ctx) in enumerate(zip(configs, contexts)):
+        ctx.report({"step": 1, "loss": 0.5})
+        results.append({"score": float(config.get("x", 0)) * 3.0, "position": i})
+        if i == 0:
+            on_done(0, results[0])
+    return results
+
+
+def group_fails_after_first(configs, contexts, on_done):
+    """A group function that finishes member 0, then raises: the others must run in threads."""
+    on_done(0, {"score": -1.0})
+    raise RuntimeError("group_fails_after_first: cannot batch these")
