@@ -107,3 +107,20 @@ def test_lm_vs_bench_reads_the_lm_shape_from_the_grid(tmp_path):
     bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "lm_vs_bench.sh"), grid, str(tmp_path / "o3")],
                          cwd=ROOT, env={**env, "AUTOTUNE": "fastest"}, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "AUTOTUNE=fastest: expected full or first" in bad.stderr
+
+
+def test_batched_mad_check_runs_on_a_cpu(tmp_path):
+    # the GPU check of batched MAD runs, with the reference backend on a CPU: it must run end to end and
+    # find the batched members equal to their solo runs (bit for bit here), before any GPU time is spent
+    import json
+
+    out = tmp_path / "check.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu" / "check_batched_mad.py"), "--json", str(out),
+           "--arch", "gla", "--tasks", "M", "--epochs", "1", "--backend", "reference", "--device", "cpu",
+           "--max-train-examples", "64", "--compare", "0", "--data-path", str(tmp_path / "data")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["batched_status"] == ["ok"] * 6 and row["pack_status"] == ["ok"] * 6
+    assert row["max_batched_vs_solo_curve_rel"] == 0.0 and row["max_noise_curve_rel"] == 0.0
+    assert row["batched_wall_s"] > 0 and row["speedup_vs_pack"] > 0

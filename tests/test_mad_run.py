@@ -61,13 +61,15 @@ def test_cli_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
     from grid.results.store import ResultsStore
 
     cmd = [sys.executable, "-m", "evals.mad.mad_eval_gla", "--tasks", "M", "--settings", "baseline", "--epochs", "1",
-           "--max-train-examples", "64", "--lrs", "1e-3", "--wds", "0", "--n-gpu", "0", "--autotune", "first",
+           "--max-train-examples", "64", "--lrs", "1e-3", "5e-4", "--wds", "0", "--n-gpu", "0", "--autotune", "first",
            "--results", str(tmp_path / "res"), "--ray-tmp-path", str(tmp_path / "ray"),
            "--data-path", str(tmp_path / "data"), "--num-workers", "1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    df = ResultsStore(tmp_path / "res").query("SELECT status, autotune, mixer FROM results")
-    assert df.to_dict("records") == [{"status": "ok", "autotune": "first", "mixer": "gla"}]
+    df = ResultsStore(tmp_path / "res").query("SELECT status, autotune, mixer, exec_path, exec_members FROM results")
+    # gla's two runs of the setting trained as one batched model (--batch on), one row each
+    assert df.to_dict("records") == [{"status": "ok", "autotune": "first", "mixer": "gla", "exec_path": "batched",
+                                      "exec_members": 2}] * 2
 
 
 def _baseline_trials():
