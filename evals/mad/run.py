@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                            retries=max(args.max_failures, 0))
     if any(t.members for t in trials):
         batched = [t for t in trials if t.config.get("group")]
+        if batched and args.compile == "on":
+            print("note: --compile on does not apply to batched models (evals/mad/batched.py); --batch off "
+                  "compiles every run", file=sys.stderr)
         print(f"{sum(len(t.members) or 1 for t in trials)} runs in {len(trials)} Ray trials: "
               f"{sum(len(t.members) for t in batched)} runs in {len(batched)} batched models (--batch), the rest "
               f"in packs of up to {pack_size(args)} (--pack); {args.n_tasks_gpu} trial(s) per GPU", flush=True)
