@@ -108,7 +108,8 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
     results: dict[int, dict[str, Any]] = {}
     prec = effective_precision(device, cfg.precision)
     bs, graphed = cfg.batch_size, cfg.cuda_graph and device.type == "cuda"
-    eval_graphs: list = []
+    eval_graphs: list = []  # the live evaluation graph (one per stack shape; earlier ones freed)
+    eval_retired = {"replays": 0, "fallback": None}
     live: dict[str, Any] = {"graph_replays": 0, "graph_fallback": None}  # the step graphs so far (loop's progress)
 
     def new_eval_graph():
@@ -116,8 +117,11 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
             return None
         from grid.train.graphed import GraphedCall  # noqa: PLC0415
 
-        eval_graphs.append(GraphedCall(lambda x, y: member_batch_rows(model(x), y), device))
-        return eval_graphs[-1]
+        for old in eval_graphs:
+            eval_retired["replays"] += old.replays
+            eval_retired["fallback"] = eval_retired["fallback"] or old.fallback_reason
+        eval_graphs[:] = [GraphedCall(lambda x, y: member_batch_rows(model(x), y), device)]
+        return eval_graphs[0]
 
     eval_graph = new_eval_graph()
 
@@ -135,9 +139,10 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
                              "test_loss": m["loss"]} for m in per]}
 
     def eval_graph_summary():
-        return SimpleNamespace(replays=sum(g.replays for g in eval_graphs),
-                               fallback_reason=next((g.fallback_reason for g in eval_graphs if g.fallback_reason),
-                                                    None)) if eval_graphs else None
+        if not eval_graphs:
+            return None
+        return SimpleNamespace(replays=eval_retired["replays"] + eval_graphs[0].replays,
+                               fallback_reason=eval_retired["fallback"] or eval_graphs[0].fallback_reason)
 
     def finish(m: int, **fields: Any) -> None:
         result = TrainResult(history=histories[m], precision=prec, **{**live, **fields})
@@ -176,6 +181,7 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
         optimizer.keep(idx)
         schedule.keep(idx)
         losses.keep(alive)
+        eval_graph = None  # its shapes are gone: free it before capturing the next
         eval_graph = new_eval_graph()
         return True
 

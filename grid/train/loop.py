@@ -193,15 +193,23 @@ def train(
 
     step_fn = functools.partial(optimizer_step, model, optimizer, loss_fn, grad_accum=grad_accum,
                                 grad_clip=grad_clip, device=device, precision=prec)
-    graphs: list = []  # the GraphedStep of each shape the model had (more than one: a stacked model shrank)
+    graphs: list = []  # the live GraphedStep (a stacked model that shrank has had several, one per shape)
+    retired = {"replays": 0, "fallback": None}  # what the earlier ones did (their graph memory is freed)
 
     def new_graph():
         if not (cuda_graph and device.type == "cuda"):  # CPU runs stay eager (recorded: graph_replays 0)
             return None
         from grid.train.graphed import GraphedStep  # noqa: PLC0415
 
-        graphs.append(GraphedStep(step_fn, model, optimizer, device))
-        return graphs[-1]
+        for old in graphs:
+            retired["replays"] += old.replays
+            retired["fallback"] = retired["fallback"] or old.fallback_reason
+        graphs[:] = [GraphedStep(step_fn, model, optimizer, device)]
+        return graphs[0]
+
+    def graph_stats() -> tuple[int, str | None]:
+        return (retired["replays"] + sum(g.replays for g in graphs),
+                retired["fallback"] or next((g.fallback_reason for g in graphs if g.fallback_reason), None))
 
     graphed = new_graph()
 
@@ -265,8 +273,7 @@ def train(
             if progress is not None:
                 progress({"step": st.step, "loss": st.last_loss, "lr": lr, "tokens_seen": st.tokens_seen,
                           "wall_s": st.wall_s + time.perf_counter() - t0,
-                          "graph_replays": sum(g.replays for g in graphs),
-                          "graph_fallback": next((g.fallback_reason for g in graphs if g.fallback_reason), None)})
+                          "graph_replays": graph_stats()[0], "graph_fallback": graph_stats()[1]})
         stop = False
         if eval_due:
             model.eval()
@@ -284,7 +291,8 @@ def train(
             if should_stop is not None and should_stop(record):
                 st.stopped_early = stop = True
             if not stop and after_eval is not None and after_eval(record):
-                graphed = new_graph()  # the old graph's shapes are gone
+                graphed = None  # the old graph's shapes are gone: free it before capturing the new one
+                graphed = new_graph()
         if ckpt_due or (stop and checkpointer is not None and ckpt_every > 0):
             checkpointer.save(_snapshot(model, optimizer, st, st.wall_s + time.perf_counter() - t0))
         if stop:
@@ -292,8 +300,7 @@ def train(
     st.wall_s += time.perf_counter() - t0
     res = result("diverged", bad[0], bad[1]) if status == "diverged" else result()
     if graphs:
-        res.graph_replays = sum(g.replays for g in graphs)
-        res.graph_fallback = next((g.fallback_reason for g in graphs if g.fallback_reason), None)
+        res.graph_replays, res.graph_fallback = graph_stats()
     return res
 
 
