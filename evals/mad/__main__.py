@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from grid.cliargs import StrictParser, int_range, parse
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.mad")
+    p = StrictParser(prog="python -m evals.mad")
     sub = p.add_subparsers(dest="cmd", required=True)
     lb = sub.add_parser("leaderboard", help="MAD table (six task scores and their mean) per architecture")
     lb.add_argument("--results", default="benchmark/results")
-    lb.add_argument("--epochs", type=int, default=None, help="only rows of this protocol (default: every protocol, "
+    lb.add_argument("--epochs", type=int_range(1), default=None, help="only rows of this protocol (default: every protocol, "
                                                              "one table each)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
+
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
 # protocol fields that do not change a run's result (where files live, how they are read)
@@ -20,27 +22,27 @@ NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # 
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
+    p = StrictParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
                                 description="Run the MAD suite for one architecture on Ray and print its MAD table")
     p.add_argument("--arch", default=default_arch, required=default_arch is None,
                    help="architecture name in configs/mad/architectures.yaml")
-    p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
-    p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
-    p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
+    p.add_argument("--model-id", type=non_empty("label"), default=None, help="label in tables (default: the arch name; no '_')")
+    p.add_argument("--n-gpu", type=int_range(0), default=1, help="GPUs to use (0 or no GPU present: CPU)")
+    p.add_argument("--n-tasks-gpu", type=int_range(1), default=2, help="runs sharing one GPU (each gets 1/k of it)")
     p.add_argument("--ray-tmp-path", default="benchmark/ray", help="Ray Tune experiment storage")
     p.add_argument("--data-path", default="benchmark/data", help="MAD data root (mad-lab's on-disk format)")
-    p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
+    p.add_argument("--num-workers", type=int_range(0), default=2, help="CPUs per run (and data-generation processes)")
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
     p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
                    help="only these settings of --tasks, by the id the results use (baseline, seq_len=1024, ...)")
-    p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
-    p.add_argument("--max-train-examples", type=int, default=None,
+    p.add_argument("--epochs", type=int_range(1), default=200, help="recorded; tables never mix protocols")
+    p.add_argument("--max-train-examples", type=int_range(1), default=None,
                    help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
                         "separate protocol; never mixed with full runs in tables)")
-    p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
-    p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
+    p.add_argument("--lrs", type=float_range(0, lo_open=True), nargs="+", default=list(LRS))
+    p.add_argument("--wds", type=float_range(0), nargs="+", default=list(WDS))
     p.add_argument("--results", default="benchmark/results", help="parquet results store")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
@@ -64,7 +66,7 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "(default): the lr x wd runs of one setting together on GPU, 1 on CPU. Each run still gets "
                         "its own row; --n-tasks-gpu counts these trials per GPU")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
-    p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
+    p.add_argument("--max-failures", type=int_range(-1), default=1, help="retries per trial (-1 = no limit)")
     return p
 
 
@@ -170,6 +172,23 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
     print(to_markdown(mad_table(df)))
 
 
+def build_problem(args, settings) -> str | None:
+    """Why the architecture's backbone cannot be built on this machine (deterministic: refused before Ray)."""
+    from evals.mad.arch import arch_model_config  # noqa: PLC0415
+    from grid.run.preflight import backend_problems  # noqa: PLC0415
+
+    s = settings[0]
+    try:
+        cfg = arch_model_config(args.arch, s.vocab_size, s.seq_len, backend=args.backend)
+    except ValueError as exc:  # ConfigError / ValidationError from configs/mad/architectures.yaml
+        return f"--arch {args.arch}: {' '.join(str(exc).split())}"
+    problems = backend_problems([cfg])
+    if not problems:
+        return None
+    where = f"{args.gpus_found} GPU(s)" if args.gpus_found else "CPU"
+    return f"--arch {args.arch} cannot run here ({where}): {'; '.join(problems)}"
+
+
 def worker_env(autotune: str) -> dict[str, str]:
     """Environment of the Ray workers: the autotune policy, and fla's switch for caching its tuned
     choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
@@ -186,30 +205,27 @@ def gpus_present() -> int:
 
 
 def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
-    args = build_parser(default_arch).parse_args(argv)
+    args = parse(build_parser(default_arch), argv)
+    if isinstance(args, int):
+        return args
     from evals.mad.arch import arch_names  # noqa: PLC0415
     from evals.mad.settings import all_settings  # noqa: PLC0415
 
     if args.arch not in arch_names():
-        print(f"error: --arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}", file=sys.stderr)
-        return 2
+        return fail(f"--arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}")
     args.model_id = args.model_id or args.arch.replace("_", "-")
     if "_" in args.model_id:
-        print(f"error: --model-id={args.model_id!r} must not contain '_' (mad-lab's run names split on it)",
-              file=sys.stderr)
-        return 2
+        return fail(f"--model-id={args.model_id!r} must not contain '_' (mad-lab's run names split on it)")
     try:
         settings = all_settings(args.tasks, which=args.settings)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        return fail(str(exc))
     if args.only:
         known = {s.setting_id for s in settings}
         unknown = [x for x in args.only if x not in known]
         if unknown:
-            print(f"error: --only {' '.join(unknown)}: no such setting among the {len(settings)} selected; "
-                  f"their ids: {', '.join(sorted(known))}", file=sys.stderr)
-            return 2
+            return fail(f"--only {' '.join(unknown)}: no such setting among the {len(settings)} selected; "
+                        f"their ids: {', '.join(sorted(known))}")
         settings = [s for s in settings if s.setting_id in args.only]
     if args.log_parameters:
         return log_parameters(args, settings)
@@ -222,7 +238,19 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
 
     from evals.mad.data import ensure_all  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
+    from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
     from grid.run.runner import run_trials  # noqa: PLC0415
+
+    try:  # every output path before any work (data generation included)
+        for flag, path in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path),
+                           ("--data-path", args.data_path)):
+            check_output_dir(flag, path)
+    except OutputPathError as exc:
+        return fail(str(exc))
+    if args.address is None:  # trials run here: a backbone this machine cannot build never starts
+        problem = build_problem(args, settings)
+        if problem:
+            return fail(problem)
 
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
@@ -243,6 +271,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          max_failures=args.max_failures, force=args.force,
                          ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune)}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
-          f"{summary.n_failed} failed")
+          f"{summary.n_failed} failed, {len(summary.missing)} not run")
     print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)
-    return 0 if summary.n_failed == 0 else 1
+    return 0 if summary.n_failed == 0 and not summary.missing else 1

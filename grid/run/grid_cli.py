@@ -7,7 +7,10 @@
                         validate, then submit `python -m grid run GRID.yaml ...` as a Ray Job
     status              done / failed / in flight per grid, from the store and Tune's experiment dirs
 
-Bad grid files exit with status 2 and a message naming the field, the value and what is allowed.
+Bad grid files and flags exit with status 2 and one line naming the field, the value and what is
+allowed (grid/cliargs.py), before any data is prepared or any trial starts; output paths are
+checked first too (grid/run/outputs.py), and a mixer that cannot run on this machine is refused
+before Ray starts (grid/run/preflight.py).
 The driver imports neither fla nor triton; torch only to count local GPUs.
 """
 from __future__ import annotations
@@ -19,6 +22,8 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from grid.cliargs import StrictParser, fail, int_range, parse
 
 DEFAULT_RAY_TMP = "benchmark/ray"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -34,27 +39,18 @@ def _default_store() -> str:
 
 
 def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+    return fail(msg)
 
 
-def _parse(p: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
-    try:
-        return p.parse_args(argv)
-    except SystemExit as exc:  # usage errors exit 2, --help 0
-        return int(exc.code or 0)
+_parse = parse
 
 
 def _load(path: str):
-    """load_grid, with unreadable files and YAML syntax errors also reported as GridError (exit 2)."""
-    import yaml  # noqa: PLC0415
-
+    """load_grid, with unreadable files also reported as GridError (exit 2)."""
     from grid.lm.gridspec import GridError, load_grid  # noqa: PLC0415
 
     try:
         return load_grid(path)
-    except yaml.YAMLError as exc:
-        raise GridError(f"grid file {path} is not valid YAML: {exc}") from None
     except OSError as exc:
         raise GridError(f"cannot read grid file {path}: {exc}") from None
 
@@ -69,24 +65,28 @@ def _human(n: float | None) -> str:
     return f"{n:.3g}"
 
 
-def _ok_keys(results: str, grid: str) -> set[str]:
+def _stored(results: str) -> tuple[set[str], set[str]]:
+    """(trial_keys with an ok row anywhere in the store, trial_keys whose file is unreadable).
+
+    Unreadable files are skipped and named (grid/results/scan.py); dedup is by trial_key across
+    grids, as `run` does it."""
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    try:
-        return ResultsStore(results).ok_keys(suite="lm", grid=grid)
-    except Exception:  # noqa: BLE001 - an unreadable store must not block planning
-        return set()
+    if not Path(results).is_dir():
+        return set(), set()
+    store = ResultsStore(results)
+    return store.ok_keys(), store.unreadable_keys()
 
 
 # -------------------------------------------------------------------------------------------- plan
 
 def plan_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid plan", description="Print the expanded trial table of an "
-                                "LM grid (nothing is run or prepared).")
+    p = StrictParser(prog="python -m grid plan", description="Print the expanded trial table of an "
+                     "LM grid (nothing is run or prepared).")
     p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
     p.add_argument("--results", default=_default_store(), help="results store (marks trials already done)")
     p.add_argument("--data-dir", default=None, help="prepared data dir (default: the data spec's out_dir)")
-    p.add_argument("--vocab-size", type=int, default=None, help="plan with this vocabulary size instead of reading "
+    p.add_argument("--vocab-size", type=int_range(2), default=None, help="plan with this vocabulary size instead of reading "
                    "it from the data (e.g. an hf tokenizer on an offline machine); trial keys are then provisional")
     args = _parse(p, argv)
     if isinstance(args, int):
@@ -95,13 +95,15 @@ def plan_main(argv: list[str] | None = None) -> int:
     from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
     from grid.textable import table  # noqa: PLC0415
 
+    from grid.run.preflight import backend_problems  # noqa: PLC0415
+
     try:
         spec = _load(args.grid)
         ident = data_identity(spec, args.grid, args.data_dir, vocab_size=args.vocab_size)
         trials = expand(spec, ident.vocab_size, ident.data_hash)
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
         return _err(str(exc))
-    done = _ok_keys(args.results, spec.name)
+    done, unreadable = _stored(args.results)
     rows, tot_flops, tot_h = [], 0.0, 0.0
     for i, t in enumerate(trials, 1):
         est = estimate(t)
@@ -114,7 +116,7 @@ def plan_main(argv: list[str] | None = None) -> int:
         rows.append([i, t.arch, t.mixer, hyb, attn, t.scale, t.seed, _human(c.get("non_embedding_params")),
                      _human(c.get("state_size")), _human(t.train["tokens"]), t.train["steps"],
                      f"{est['train_flops']:.3g}", f"{est['gpu_hours']:.3g}", t.trial_key,
-                     "ok" if t.trial_key in done else "-"])
+                     "ok" if t.trial_key in done else "unreadable" if t.trial_key in unreadable else "-"])
     print(f"grid {spec.name}: {spec.description}".rstrip(": "))
     print(f"data: {ident.name} ({ident.spec_path}), vocab {ident.vocab_size}, hash {ident.data_hash} [{ident.note}]")
     r = spec.recipe
@@ -129,6 +131,14 @@ def plan_main(argv: list[str] | None = None) -> int:
     print(f"{len(trials)} trial(s), {sum(t.trial_key in done for t in trials)} already ok in {args.results}; "
           f"total {tot_flops:.3g} training FLOPs = {tot_h:.3g} GPU-hours at an assumed MFU of "
           f"{ASSUMED_MFU:.0%} of {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s (H100/H200 SXM dense bf16)")
+    if unreadable & {t.trial_key for t in trials}:
+        print(f"{len(unreadable & {t.trial_key for t in trials})} trial(s) have an unreadable file in {args.results} "
+              "(named above): `run` runs them again; `python -m grid results check` lists and quarantines them")
+    problems = backend_problems(t.model for t in trials)
+    if problems:
+        print(f"warning: cannot run on this machine ({'GPU' if _visible_gpus() else 'CPU'}): "
+              + "; ".join(problems) + " (`run` here refuses them before Ray starts; a host with the backend runs "
+              "them)", file=sys.stderr)
     return 0
 
 
@@ -144,9 +154,11 @@ def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> 
     """The grid's leaderboard (grid.analysis when available, else grid.lm.leaderboard)."""
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'lm' AND grid = ?", [grid])
-    if keys is not None and len(df):
-        df = df[df["trial_key"].isin(keys)]
+    if keys is not None:  # the grid's trials wherever they are stored (dedup is by trial_key across grids)
+        df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'lm' AND list_contains(?, trial_key)",
+                                         [sorted(keys)])
+    else:
+        df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'lm' AND grid = ?", [grid])
     print(f"\nleaderboard of grid {grid} ({len(df)} trial(s) in {results}):\n")
     if not len(df):
         print("(no results)")
@@ -169,18 +181,20 @@ def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> 
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grid run", description="Prepare the data of an LM grid, run its "
-                                "trials that the store lacks on Ray, print its leaderboard.")
+    p = StrictParser(prog="python -m grid run", description="Prepare the data of an LM grid, run its "
+                     "trials that the store lacks on Ray, print its leaderboard.")
     p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
     p.add_argument("--results", default=_default_store(), help="parquet results store")
-    p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
-    p.add_argument("--n-gpu", type=int, default=None, help="GPUs to use (default: all visible; 0 = CPU)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries per trial (from its last checkpoint)")
+    p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row (the old row "
+                   "is kept in the store's history)")
+    p.add_argument("--n-gpu", type=int_range(0), default=None, help="GPUs to use (default: all visible; 0 = CPU)")
+    p.add_argument("--max-failures", type=int_range(-1), default=1,
+                   help="retries per trial (from its last checkpoint; -1 = no limit)")
     p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, help="Ray Tune experiment storage")
     p.add_argument("--data-dir", default=None, help="where the token shards live (default: the data spec's "
                    "out_dir); on a multi-node cluster a path every node can read")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--num-cpus", type=int_range(1), default=None, help="CPUs of the embedded Ray (default: all)")
     return p
 
 
@@ -191,9 +205,16 @@ def run_main(argv: list[str] | None = None) -> int:
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import lm_trial_specs, prepare_data  # noqa: PLC0415
 
+    from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
+
     try:
         spec = _load(args.grid)
-    except GridError as exc:
+        # every output path before any work: a store that is a file must not be found after training
+        check_output_dir("--results", args.results)
+        check_output_dir("--ray-tmp-path", args.ray_tmp_path)
+        if args.data_dir is not None:
+            check_output_dir("--data-dir", args.data_dir)
+    except (GridError, OutputPathError) as exc:
         return _err(str(exc))
     print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
     try:
@@ -206,6 +227,12 @@ def run_main(argv: list[str] | None = None) -> int:
         trials = expand(spec, int(manifest["tokenizer"]["vocab_size"]), manifest["content_hash"])
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
         return _err(str(exc))
+    if args.address is None:  # the embedded Ray runs the trials here: what cannot be built here never starts
+        from grid.run.preflight import backend_problems  # noqa: PLC0415
+
+        problems = backend_problems(t.model for t in trials)
+        if problems:
+            return _err(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
 
     import ray  # noqa: PLC0415
 
@@ -258,8 +285,8 @@ def _rel_to_repo(path: str) -> str:
 
 
 def submit_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid submit", description="Validate an LM grid and submit "
-                                "`python -m grid run GRID ...` to a Ray cluster through the Ray Jobs API.")
+    p = StrictParser(prog="python -m grid submit", description="Validate an LM grid and submit "
+                     "`python -m grid run GRID ...` to a Ray cluster through the Ray Jobs API.")
     p.add_argument("grid")
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265 "
                    "(token auth: RAY_AUTH_TOKEN or ~/.ray/auth_token)")
@@ -269,8 +296,8 @@ def submit_main(argv: list[str] | None = None) -> int:
                    "path lands in the job's temporary working dir)")
     p.add_argument("--ray-tmp-path", default=None, help="Tune experiment storage on the cluster (shared storage)")
     p.add_argument("--data-dir", default=None, help="token shards on the cluster (a path every node can read)")
-    p.add_argument("--n-gpu", type=int, default=None)
-    p.add_argument("--max-failures", type=int, default=1)
+    p.add_argument("--n-gpu", type=int_range(0), default=None)
+    p.add_argument("--max-failures", type=int_range(-1), default=1)
     p.add_argument("--force", action="store_true")
     p.add_argument("--submission-id", default=None)
     args = _parse(p, argv)
@@ -362,7 +389,7 @@ def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
 
 
 def status_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
+    p = StrictParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
     p.add_argument("--results", default=_default_store())
     p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP)
     args = _parse(p, argv)
