@@ -52,7 +52,7 @@ class CheckReport:
 
 
 def check_store(root: str | os.PathLike[str]) -> CheckReport:
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     files = _scan.scan(root)
     rep = CheckReport(root, len(files.rows), len(files.curves), len(files.history), dict(files.bad), list(files.temps))
     by_key: dict[str, list[Path]] = {}
@@ -66,7 +66,7 @@ def quarantine(root: str | os.PathLike[str]) -> CheckReport:
     """Repair what check_store finds (see the module docstring); the report lists every move."""
     from grid.results.store import _keep, _stamp  # noqa: PLC0415
 
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     rep = check_store(root)
     stamp = _stamp()
     for p in sorted(rep.bad):

@@ -107,7 +107,7 @@ def _glob(base: Path, pattern: str) -> list[Path]:
 
 def scan(root: str | os.PathLike[str]) -> StoreFiles:
     """Every file of the store, split into readable rows / curves / history, unreadable ones and temp files."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # absolute: DuckDB names these paths back in its errors
     out = StoreFiles()
     for kind, base in (("rows", root), ("curves", root / CURVES_DIR), ("history", root / HISTORY_DIR)):
         for p in _glob(base, ROW_GLOB):

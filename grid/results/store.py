@@ -111,7 +111,7 @@ _EMPTY_RESULTS = "SELECT " + ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[str(t)]}) AS
 _EMPTY_CURVES = ("SELECT CAST(NULL AS VARCHAR) AS trial_key, CAST(NULL AS VARCHAR) AS suite, "
                  "CAST(NULL AS VARCHAR) AS grid WHERE false")
 # DuckDB names the file it could not read in its error message
-_FILE_IN_ERROR = re.compile(r"""(?:file|File)\s+["']?([^"'\n]+?\.parquet)["']?(?:[\s:,"']|$)""")
+_FILE_IN_ERROR = re.compile(r"""["']?(/[^"'\n]*?\.parquet)["']?""")
 
 
 class ResultsStore:
@@ -142,7 +142,7 @@ class ResultsStore:
     # ----------------------------------------------------------------- writes
     def _retire(self, old: Path, stamp: str, curves: bool) -> None:
         """Keep the file a write is about to replace: in history/ (or quarantine/ when it is unreadable)."""
-        rel = old.relative_to(self.root / CURVES_DIR if curves else self.root)
+        rel = old.relative_to(self.root / CURVES_DIR if curves else self.root)  # files_of: under self.root
         if _scan.unreadable_reason(old) is not None:
             dst = self.root / _scan.QUARANTINE_DIR / (Path(CURVES_DIR) / rel if curves else rel)
             dst = dst.with_name(f"{dst.stem}@{stamp}{dst.suffix}")
@@ -232,15 +232,20 @@ class ResultsStore:
     def query(self, sql: str, params: list[Any] | None = None):
         """Run SQL against the views `results`, `curves` and `history`; returns a pandas DataFrame.
 
-        A file that passed the footer check but that DuckDB still cannot read is marked unreadable
-        and the query runs again without it. Other DuckDB errors (bad SQL, unknown column)
-        propagate as `duckdb.Error`. Trusted SQL only: user input goes through grid/results/readonly.py.
+        The views cover the files of one scan. A file that a concurrent write moved away since the
+        scan is dropped from it; one whose footer looked fine but that DuckDB cannot read is marked
+        unreadable and dropped; then the query runs again. Other DuckDB errors (bad SQL, unknown
+        column) propagate as `duckdb.Error`. Trusted SQL only: user input goes through
+        grid/results/readonly.py.
         """
         import duckdb
 
-        for _ in range(20):
-            con = self.connect()
+        files = _scan.scan(self.root)
+        for _ in range(len(files.rows) + len(files.curves) + len(files.history) + 2):
+            con = None
             try:
+                con = duckdb.connect(":memory:")
+                self.define_views(con, files)  # binding the views reads the files' schemas: inside the retry
                 rel = con.execute(sql, params or [])
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # pandas deprecation chatter from inside duckdb's converter
@@ -248,23 +253,32 @@ class ResultsStore:
                         import pandas as pd
                         return pd.DataFrame()
                     return rel.df()
-            except duckdb.Error as exc:
-                bad = self._bad_file_in(exc)
-                if bad is None:
+            except duckdb.Error as err:
+                named = self._store_files_in(err)
+                if not named:
                     raise
-                _scan.mark_bad(bad, f"DuckDB cannot read it: {' '.join(str(exc).split())[:200]}")
+                for p in named:
+                    if p.is_file():  # the footer looked fine, the data is not: skipped from now on
+                        _scan.mark_bad(p, f"DuckDB cannot read it: {' '.join(str(err).split())[:200]}")
+                        files.bad[p] = "DuckDB cannot read it"
+                    for listing in (files.rows, files.curves, files.history):
+                        if p in listing:
+                            listing.remove(p)
             finally:
-                con.close()
-        raise RuntimeError(f"too many unreadable files in {self.root}; run `python -m grid results check`")
+                if con is not None:
+                    con.close()
+        raise RuntimeError(f"the store {self.root} kept failing under the query; run `python -m grid results check`")
 
-    def _bad_file_in(self, exc: Exception) -> Path | None:
-        """The store file a DuckDB error names (so it can be skipped), or None."""
-        root = str(self.root)
-        for m in _FILE_IN_ERROR.finditer(str(exc)):
+    def _store_files_in(self, exc: Exception) -> list[Path]:
+        """The store files a DuckDB error names (to skip them, or to notice they moved), or []."""
+        root = os.path.abspath(self.root)
+        out = []
+        head = str(exc).split("\nLINE ", 1)[0]  # the message, not the echo of the SQL (it lists other files)
+        for m in _FILE_IN_ERROR.finditer(head):
             path = Path(m.group(1))
-            if str(path).startswith(root) and path.is_file():
-                return path
-        return None
+            if os.path.abspath(path).startswith(root + os.sep) and "*" not in str(path):
+                out.append(path)
+        return out
 
     def df(self, **filters: Any):
         """All result rows matching column == value filters (a list/tuple/set value means IN).
@@ -314,4 +328,5 @@ class ResultsStore:
 
     def unreadable_keys(self) -> set[str]:
         """trial_keys whose row file the last read skipped as unreadable (their outcome is unknown)."""
-        return {p.stem for p in self.unreadable if p.parent.parent.parent == self.root}
+        root = Path(os.path.abspath(self.root))
+        return {p.stem for p in self.unreadable if p.parent.parent.parent == root}
