@@ -214,8 +214,21 @@ def run_main(argv: list[str] | None = None) -> int:
         check_output_dir("--ray-tmp-path", args.ray_tmp_path)
         if args.data_dir is not None:
             check_output_dir("--data-dir", args.data_dir)
+        # the model of every trial is built (for counting) and its backend resolved before any data work
+        from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
+
+        ident = data_identity(spec, args.grid, args.data_dir)
+        planned = expand(spec, ident.vocab_size, ident.data_hash)
     except (GridError, OutputPathError) as exc:
         return _err(str(exc))
+    except ValueError as exc:  # ConfigError from building a layer at some scale
+        return _err(str(exc))
+    if args.address is None:  # the embedded Ray runs the trials here: what cannot be built here never starts
+        from grid.run.preflight import backend_problems  # noqa: PLC0415
+
+        problems = backend_problems(t.model for t in planned)
+        if problems:
+            return _err(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
     print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
     try:
         manifest = prepare_data(spec, args.grid, args.data_dir)
@@ -227,12 +240,6 @@ def run_main(argv: list[str] | None = None) -> int:
         trials = expand(spec, int(manifest["tokenizer"]["vocab_size"]), manifest["content_hash"])
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
         return _err(str(exc))
-    if args.address is None:  # the embedded Ray runs the trials here: what cannot be built here never starts
-        from grid.run.preflight import backend_problems  # noqa: PLC0415
-
-        problems = backend_problems(t.model for t in trials)
-        if problems:
-            return _err(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
 
     import ray  # noqa: PLC0415
 
