@@ -103,14 +103,19 @@ def columns_of(t: LMTrial, spec: GridSpec) -> dict[str, Any]:
             "lr": float(t.train["lr"]), "wd": float(spec.recipe.weight_decay)}
 
 
-def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int
-                   ) -> tuple[list, int | None, list[str]]:
-    """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster."""
+def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int,
+                   data_spec: dict[str, Any] | None = None) -> tuple[list, int | None, list[str]]:
+    """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster.
+
+    With `data_spec` (a DataSpec dump), each trial prepares the shards on the node it runs on
+    (grid/data/cache.py) instead of reading `data_dir`: a cluster without shared storage."""
     from grid.run.spec import Resources, TrialSpec  # noqa: PLC0415
 
     res = spec.resources
     notes: list[str] = []
     extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
+    if data_spec is not None:
+        extras.update(data_local=True, data_spec=data_spec)
     max_concurrent = None
     want = res.gpus_per_trial
     if n_gpu <= 0:

@@ -207,13 +207,24 @@ def run_main(argv: list[str] | None = None) -> int:
 
     from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
 
+    for name in ("results", "ray_tmp_path", "data_dir"):  # `~` from a submitted job means the cluster's home
+        if getattr(args, name) is not None:
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
+    # on a cluster without a shared --data-dir, every node prepares the shards itself (grid/data/cache.py):
+    # the driver's copy lives in its node's cache, never in the job's temporary working dir
+    local_data = args.address is not None and args.data_dir is None
     try:
         spec = _load(args.grid)
+        if local_data:
+            from grid.data.cache import cache_dir  # noqa: PLC0415
+            from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
+
+            args.data_dir = str(cache_dir(grid_data_spec(spec, args.grid)))
         # every output path before any work: a store that is a file must not be found after training
         check_output_dir("--results", args.results)
         check_output_dir("--ray-tmp-path", args.ray_tmp_path)
         if args.data_dir is not None:
-            check_output_dir("--data-dir", args.data_dir)
+            check_output_dir("--data-dir", args.data_dir if not local_data else Path(args.data_dir).parent)
         # the model of every trial is built (for counting) and its backend resolved before any data work
         from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
 
@@ -231,7 +242,15 @@ def run_main(argv: list[str] | None = None) -> int:
             return _err(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
     print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
     try:
-        manifest = prepare_data(spec, args.grid, args.data_dir)
+        if local_data:
+            from grid.data.cache import ensure_local  # noqa: PLC0415
+            from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
+
+            data_spec = grid_data_spec(spec, args.grid).hashed()
+            manifest = ensure_local(data_spec, None, verbose=True)
+        else:
+            data_spec = None
+            manifest = prepare_data(spec, args.grid, args.data_dir)
     except GridError as exc:
         return _err(str(exc))
     except (ValueError, RuntimeError, OSError) as exc:  # PrepareError, DataDirError, tokenizer errors, ...
@@ -256,9 +275,22 @@ def run_main(argv: list[str] | None = None) -> int:
             print(f"note: --n-gpu {args.n_gpu} but {visible} GPU(s) visible: using {n_gpu}", file=sys.stderr)
     try:
         try:
-            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu)
+            specs, max_concurrent, notes = lm_trial_specs(trials, spec, manifest["dir"], n_gpu=n_gpu,
+                                                          data_spec=data_spec)
         except GridError as exc:
             return _err(str(exc))
+        if args.address is not None:  # every node reaches what the grid writes (and a shared --data-dir)
+            from grid.run.reach import cluster_problems  # noqa: PLC0415
+
+            paths = {"--results": args.results, "--ray-tmp-path": args.ray_tmp_path}
+            if not local_data and args.data_dir is not None:
+                paths["--data-dir"] = args.data_dir
+            problem = cluster_problems(paths)
+            if problem:
+                return _err(f"grid {spec.name}: {problem}")
+            if local_data:
+                print(f"note: no shared --data-dir: each node prepares the data in its cache ({manifest['dir']} "
+                      "here) and checks its content_hash", file=sys.stderr)
         for n in notes:
             print(f"note: {n}", file=sys.stderr)
         print(f"grid {spec.name}: {len(specs)} trial(s) on {'CPU' if n_gpu == 0 else f'{n_gpu} GPU(s)'}; "
@@ -291,7 +323,11 @@ def _rel_to_repo(path: str) -> str:
                          "working_dir, so the grid file must live inside it (e.g. configs/grids/)") from None
 
 
-def submit_main(argv: list[str] | None = None) -> int:
+CLUSTER_RESULTS = "~/lingrid/results"  # a job's defaults: `~` is expanded on the cluster by `grid run`
+CLUSTER_RAY_TMP = "~/lingrid/ray"
+
+
+def _submit_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="python -m grid submit", description="Validate an LM grid and submit "
                      "`python -m grid run GRID ...` to a Ray cluster through the Ray Jobs API.")
     p.add_argument("grid")
@@ -299,71 +335,87 @@ def submit_main(argv: list[str] | None = None) -> int:
                    "(token auth: RAY_AUTH_TOKEN or ~/.ray/auth_token)")
     p.add_argument("--env-profile", default=None, help="configs/env/<NAME>.txt for the job's runtime_env "
                    "(default: the grid's env_profile)")
-    p.add_argument("--results", default=None, help="results store on the cluster (use shared storage; a relative "
-                   "path lands in the job's temporary working dir)")
-    p.add_argument("--ray-tmp-path", default=None, help="Tune experiment storage on the cluster (shared storage)")
-    p.add_argument("--data-dir", default=None, help="token shards on the cluster (a path every node can read)")
+    p.add_argument("--results", default=CLUSTER_RESULTS, help="results store on the cluster: an absolute path (or "
+                   f"~/...) that every node mounts (default {CLUSTER_RESULTS}, checked from every node)")
+    p.add_argument("--ray-tmp-path", default=CLUSTER_RAY_TMP, help="Tune experiment storage on the cluster, on "
+                   f"storage every node mounts (default {CLUSTER_RAY_TMP}, checked from every node)")
+    p.add_argument("--data-dir", default=None, help="token shards on storage every node mounts (default: each node "
+                   "prepares the data itself from the grid's data spec and checks its content hash)")
     p.add_argument("--n-gpu", type=int_range(0), default=None)
     p.add_argument("--max-failures", type=int_range(-1), default=1)
     p.add_argument("--force", action="store_true")
     p.add_argument("--submission-id", default=None)
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
-    from grid.envprofile import ProfileError, load_profile  # noqa: PLC0415
+    return p
+
+
+def build_job(args) -> tuple[Any, str, dict[str, Any], Any]:
+    """(grid spec, entrypoint, runtime_env, env profile or None) of a submission; GridError/ProfileError/
+    ValueError (one line each) for anything that would fail on the cluster."""
+    from grid.envprofile import load_profile  # noqa: PLC0415
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
 
-    try:
-        spec = _load(args.grid)  # validates fields, scales and the grid's own env profile
-        dspec = grid_data_spec(spec, args.grid)
-        vocab = {"bytes": 257, "bpe": dspec.tokenizer.vocab_size}.get(dspec.tokenizer.kind, 32000)  # shape check only
-        expand(spec, int(vocab), "validate", count=False)  # hybrids realisable at every scale, mixers known
-        name = args.env_profile or spec.env_profile
-        if args.env_profile and spec.env_profile and args.env_profile != spec.env_profile:
-            raise GridError(f"--env-profile {args.env_profile!r} differs from the grid's env_profile "
-                            f"{spec.env_profile!r}, which every trial checks (and its trial_key covers); "
-                            "edit the grid's env_profile instead")
-        profile = load_profile(name) if name else None
-        if profile is not None:
-            profile.check_architectures(a.mixer for a in spec.architectures)
-        rel_grid = _rel_to_repo(args.grid)
-    except (GridError, ProfileError, ValueError) as exc:
-        return _err(str(exc))
-
-    cmd = ["python", "-m", "grid", "run", rel_grid, "--address", "auto", "--max-failures", str(args.max_failures)]
+    spec = _load(args.grid)  # validates fields, scales and the grid's own env profile
+    dspec = grid_data_spec(spec, args.grid)
+    vocab = {"bytes": 257, "bpe": dspec.tokenizer.vocab_size}.get(dspec.tokenizer.kind, 32000)  # shape check only
+    expand(spec, int(vocab), "validate", count=True)  # hybrids realisable at every scale, mixers known, layers build
+    name = args.env_profile or spec.env_profile
+    if args.env_profile and spec.env_profile and args.env_profile != spec.env_profile:
+        raise GridError(f"--env-profile {args.env_profile!r} differs from the grid's env_profile "
+                        f"{spec.env_profile!r}, which every trial checks (and its trial_key covers); "
+                        "edit the grid's env_profile instead")
+    profile = load_profile(name) if name else None
+    if profile is not None:
+        profile.check_architectures(a.mixer for a in spec.architectures)
+    rel_grid = _rel_to_repo(args.grid)
     for flag, val in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path),
-                      ("--data-dir", args.data_dir), ("--n-gpu", args.n_gpu)):
+                      ("--data-dir", args.data_dir)):
+        if val is not None and not (val.startswith("~") or Path(val).is_absolute()):
+            raise ValueError(f"{flag} {val}: give an absolute path (or ~/...) on storage every node mounts; a relative "
+                             "path would land in the job's temporary working dir, which Ray deletes")
+    cmd = ["python", "-m", "grid", "run", rel_grid, "--address", "auto", "--max-failures", str(args.max_failures),
+           "--results", args.results, "--ray-tmp-path", args.ray_tmp_path]
+    for flag, val in (("--data-dir", args.data_dir), ("--n-gpu", args.n_gpu)):
         if val is not None:
             cmd += [flag, str(val)]
     if args.force:
         cmd.append("--force")
-    entrypoint = shlex.join(cmd)
     runtime_env: dict[str, Any] = {"working_dir": str(REPO), "excludes": list(SUBMIT_EXCLUDES)}
     if profile is not None:
         runtime_env.update(profile.runtime_env())
-    else:
+    return spec, shlex.join(cmd), runtime_env, profile
+
+
+def submit_main(argv: list[str] | None = None) -> int:
+    args = _parse(_submit_parser(), argv)
+    if isinstance(args, int):
+        return args
+    from grid.envprofile import ProfileError  # noqa: PLC0415
+    from grid.lm.gridspec import GridError  # noqa: PLC0415
+
+    try:
+        spec, entrypoint, runtime_env, profile = build_job(args)
+    except (GridError, ProfileError, ValueError) as exc:
+        return _err(str(exc))
+    if profile is None:
         print("note: no environment profile: the job uses the cluster's installed packages unchecked",
               file=sys.stderr)
-    for flag, val in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path)):
-        if val is None or not Path(val).is_absolute():
-            print(f"note: {flag} {val or '(default)'} is relative: it resolves inside the job's temporary "
-                  "working dir on the head node; give a shared absolute path to keep it", file=sys.stderr)
-    from ray.job_submission import JobSubmissionClient  # noqa: PLC0415
-
+    try:
+        from ray.job_submission import JobSubmissionClient  # noqa: PLC0415
+    except ImportError as exc:
+        return _err(f"the Ray Jobs client needs ray[default]: pip install -e '.[cluster]' ({exc})")
     try:
         client = JobSubmissionClient(args.address)
         sid = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.submission_id,
                                 metadata={"lingrid_grid": spec.name})
     except Exception as exc:  # noqa: BLE001 - connection, auth, runtime_env errors
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
         hint = ""
         if isinstance(exc, (ImportError, RuntimeError)) and "default" in msg.lower():
-            hint = "\n(the Ray Jobs client needs ray[default]: pip install -e '.[cluster]')"
+            hint = " (the Ray Jobs client needs ray[default]: pip install -e '.[cluster]')"
         if any(w in msg.lower() for w in ("auth", "token", "401", "403")):
-            hint = "\n(token auth: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` on the head prints it)"
-        print(f"error: submitting to {args.address} failed: {msg}{hint}", file=sys.stderr)
-        return 1
+            hint = " (token auth: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` on the head prints it)"
+        return fail(f"submitting to {args.address} failed: {msg[:500]}{hint}", 1)
     print(f"submitted grid {spec.name} as Ray job {sid} to {args.address}")
     print(f"  entrypoint: {entrypoint}")
     print(f"  runtime_env: {json.dumps({k: v for k, v in runtime_env.items() if k != 'excludes'})}")
