@@ -186,11 +186,12 @@ def test_concurrent_reader_sees_no_errors_during_writes(tmp_path):
     store = ResultsStore(tmp_path / "store")
     store.write_row({"trial_key": "seed", "status": "ok"}, suite="lm", grid="g")
     writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from grid.results.store import ResultsStore\n"
+        "import sys, time; from grid.results.store import ResultsStore\n"
         "s = ResultsStore(sys.argv[1])\n"
         "for i in range(150):\n"
         "    s.write_row({'trial_key': f'k{i % 40}', 'status': 'ok', 'i': i}, suite='lm', grid=f'g{i % 3}')\n"
-        "    s.write_curve(f'k{i % 40}', [{'step': j, 'loss': 1.0} for j in range(5)], suite='lm', grid=f'g{i % 3}')\n"),
+        "    s.write_curve(f'k{i % 40}', [{'step': j, 'loss': 1.0} for j in range(5)], suite='lm', grid=f'g{i % 3}')\n"
+        "    time.sleep(0.02)\n"),
         str(store.root)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     errors, polls, seen = [], 0, 0
     deadline = time.time() + 120
@@ -204,6 +205,7 @@ def test_concurrent_reader_sees_no_errors_during_writes(tmp_path):
         polls += 1
         time.sleep(0.05)
     assert writer.wait(timeout=60) == 0
+    print(f"FIGURES {{\"writes\": 300, \"polls\": {polls}, \"errors\": {len(errors)}}}")
     assert errors == [] and polls > 5 and seen >= 2
     final = store.query("SELECT trial_key, count(*) AS n FROM results GROUP BY trial_key")
     assert len(final) == 41 and (final["n"] == 1).all()
