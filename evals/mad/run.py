@@ -251,6 +251,17 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
         problem = build_problem(args, settings)
         if problem:
             return fail(problem)
+    else:  # a cluster: every node must reach the store, the Tune storage and the MAD data (read by trials)
+        import ray  # noqa: PLC0415
+
+        from grid.run.reach import cluster_problems  # noqa: PLC0415
+
+        if not ray.is_initialized():
+            ray.init(address=args.address, log_to_driver=False)
+        problem = cluster_problems({"--results": args.results, "--ray-tmp-path": args.ray_tmp_path,
+                                    "--data-path": args.data_path})
+        if problem:
+            return fail(problem)
 
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
