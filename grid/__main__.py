@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("grid.run.grid_cli:submit_main", "submit a grid to a Ray cluster (Ray Jobs API)"),
     "status": ("grid.run.grid_cli:status_main", "done / failed / running per grid"),
     "analyze": ("grid.analysis.cli:main", "`analyze scaling`: power-law fits and plots"),
+    "export": ("grid.export.cli:main", "`export TRIAL_KEY OUT_DIR`: a trained LM as a transformers folder"),
+    "eval": ("grid.harness.cli:main", "`eval lm-eval TRIAL_KEY --tasks ...`: lm-evaluation-harness scores"),
 }
 
 

@@ -4,8 +4,11 @@ On a machine without a GPU, fla's Triton kernels run through Triton's CPU interp
 reference-vs-fused parity is checked in CI at tiny shapes (grid/check/interpret.py).
 """
 import os
+import tempfile
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# the parity gate caches its checks per host; tests keep theirs out of the user's ~/.cache
+os.environ.setdefault("LINGRID_PARITY_CACHE", tempfile.mkdtemp(prefix="lingrid-parity-"))
 
 try:
     import torch

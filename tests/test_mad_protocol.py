@@ -100,10 +100,9 @@ def rec(epoch, acc, ppl, micro=None):
 
 def test_selection_min_test_perplexity():
     hist = [rec(0, 0.2, 3.0), rec(1, 0.6, 1.5, 0.65), rec(2, 0.9, 2.0), rec(3, 0.7, 1.5), rec(4, 0.8, float("nan"))]
-    s = summarize(hist)
+    s = summarize(hist, stopped_early=False)
     assert (s["acc"], s["best_epoch"], s["acc_micro"], s["ppl"]) == (0.6, 1, 0.65, 1.5)  # first of the tied minima
     assert (s["acc_best"], s["acc_last"], s["epochs_run"], s["stopped_early"]) == (0.9, 0.8, 5, False)
-    assert summarize([rec(0, 0.5, 2.0), rec(1, 0.9995, 1.1)])["stopped_early"]
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -133,36 +132,102 @@ def test_tiny_run_end_to_end(tmp_path):
     assert out["compiled"] is False and again["compiled"] is False
 
 
-def test_early_stop_at_0999(tmp_path, monkeypatch):
-    accs = iter([0.5, 0.9991, 0.2])
-    ppls = iter([3.0, 2.0, 1.0])
+def _fake_evals(monkeypatch, accs, ppls):
+    accs, ppls = iter(accs), iter(ppls)
 
     def fake_eval(model, x, y, bs, row_fn=None):
         return {"acc": next(accs), "acc_micro": 0.5, "ppl": next(ppls), "loss": 0.1}
 
     monkeypatch.setattr(protocol, "evaluate_split", fake_eval)
+
+
+def test_early_stop_at_0999(tmp_path, monkeypatch):
+    _fake_evals(monkeypatch, [0.5, 0.9991, 0.2], [3.0, 2.0, 1.0])
     out = run_mad(tiny_config(tmp_path, epochs=5))
     assert out["stopped_early"] and out["epochs_run"] == 2 and out["steps"] == 2 * 4
     assert out["acc"] == 0.9991 and out["best_epoch"] == 1
 
 
-def test_nan_run_scores_zero_and_is_flagged(tmp_path, monkeypatch):
+@pytest.mark.parametrize("proto,stops", [("madlab", False), ("cosine", True)])
+def test_stop_threshold_is_strict_under_madlab(tmp_path, monkeypatch, proto, stops):
+    """Lightning's EarlyStopping stops on acc > 0.999 (torch.gt); the cosine protocol kept >=."""
+    _fake_evals(monkeypatch, [0.5, 0.999, 0.2, 0.3], [3.0, 2.0, 1.0, 1.5])
+    out = run_mad(tiny_config(tmp_path, epochs=4, protocol=proto))
+    assert out["stopped_early"] is stops and out["epochs_run"] == (2 if stops else 4)
+
+
+def _nan_at_step(monkeypatch, n):
     real = backbones.mad_loss
     calls = {"n": 0}
 
-    def nan_at_5(model, x, y):
+    def loss(model, x, y):
         calls["n"] += 1
-        loss = real(model, x, y)
-        return loss * float("nan") if calls["n"] == 6 else loss
+        value = real(model, x, y)
+        return value * float("nan") if calls["n"] == n + 1 else value
 
-    monkeypatch.setattr(backbones, "mad_loss", nan_at_5)
-    out = run_mad(tiny_config(tmp_path))
-    assert out["status"] == "nan" and out["nan"] is True and out["acc"] == 0.0
+    monkeypatch.setattr(backbones, "mad_loss", loss)
+
+
+def test_nan_run_scores_zero_under_cosine(tmp_path, monkeypatch):
+    _nan_at_step(monkeypatch, 5)
+    out = run_mad(tiny_config(tmp_path, protocol="cosine"))
+    assert out["status"] == "nan" and out["nan"] is True and out["acc"] == 0.0 and out["protocol"] == "cosine"
     assert out["diverged_step"] == 5 and out["epochs_run"] == 1 and "non-finite" in out["error"]
-    row = pd.DataFrame([{**out, "setting": "s1"}, {**out, "setting": "s1", "status": "ok", "acc": 0.4, "lr": 1e-4},
-                        {**out, "setting": "s2"}])
-    best = best_per_setting(row)
+    assert 0.0 <= out["acc_pre_nan"] <= 1.0
+    rows = pd.DataFrame([{**out, "setting": "s1"}, {**out, "setting": "s1", "status": "ok", "acc": 0.4, "lr": 1e-4},
+                         {**out, "setting": "s2"}])
+    best = best_per_setting(rows)
     assert best["acc"].tolist() == [0.4, 0.0] and best["n_nan"].tolist() == [1, 1]
+
+
+def test_nan_run_reports_pre_divergence_best_under_madlab(tmp_path, monkeypatch):
+    """mad-lab keeps the min-test-perplexity checkpoint (NaN ranks as +inf): a run that diverges in epoch 1
+    reports epoch 0's accuracy, finite and scored, and is flagged."""
+    ctx = Ctx()
+    _nan_at_step(monkeypatch, 5)  # 4 steps per epoch: epoch 0 is evaluated, epoch 1 diverges
+    out = run_mad(tiny_config(tmp_path), ctx)
+    assert out["protocol"] == "madlab" and out["status"] == "ok" and out["nan"] is True
+    assert out["diverged_step"] == 5 and "non-finite" in out["error"]
+    assert len(ctx.reports) == 1 and out["acc"] == ctx.reports[0]["test_acc"] == out["acc_pre_nan"]
+    assert out["best_epoch"] == 0 and math.isfinite(out["ppl"])
+
+
+def test_never_finite_run_is_dropped_under_madlab(tmp_path, monkeypatch):
+    _nan_at_step(monkeypatch, 0)
+    out = run_mad(tiny_config(tmp_path))
+    assert out["status"] == "nan" and out["nan"] is True and math.isnan(out["acc"]) and out["epochs_run"] == 0
+    ok = {**out, "status": "ok", "acc": 0.4, "nan": False}
+    rows = pd.DataFrame([{**out, "setting": "s1"}, {**ok, "setting": "s1"}, {**out, "setting": "s2"}])
+    best = best_per_setting(rows).set_index("setting")
+    assert best.loc["s1", "acc"] == 0.4 and math.isnan(best.loc["s2", "acc"])  # dropped, not scored 0
+    assert best["n_nan"].tolist() == [1, 1]
+    table = mad_table(rows)
+    assert table.loc[out["model_id"], "M"] == pytest.approx(0.4) and table.loc[out["model_id"], "n_settings"] == 1
+
+
+def test_madlab_lr_is_constant_at_every_step(tmp_path, monkeypatch):
+    seen = []
+    real = protocol.build_adamw
+
+    def recording(*a, **kw):
+        opt = real(*a, **kw)
+        step = opt.step
+
+        def recorded_step(*sa, **skw):
+            seen.append([g["lr"] for g in opt.param_groups])
+            return step(*sa, **skw)
+
+        opt.step = recorded_step
+        return opt
+
+    monkeypatch.setattr(protocol, "build_adamw", recording)
+    run_mad(tiny_config(tmp_path, epochs=4))
+    assert len(seen) == 4 * 4 and all(lrs == [3e-3] for lrs in seen)
+    seen.clear()
+    run_mad(tiny_config(tmp_path, epochs=4, protocol="cosine"))
+    per_epoch = [seen[i][0] for i in range(0, 16, 4)]
+    assert per_epoch[0] == 3e-3 and per_epoch == sorted(per_epoch, reverse=True) and per_epoch[3] < 3e-3
+    assert all(seen[i] == seen[i - i % 4] for i in range(16))  # stepped per epoch, constant within one
 
 
 def test_compression_uses_autoencoder(tmp_path):
@@ -174,12 +239,33 @@ def test_compression_uses_autoencoder(tmp_path):
     assert isinstance(ae, backbones.AutoEncoder) and ae.encoder.lm_head is None
     ids = torch.randint(0, 16, (2, 16))
     assert ae(ids).shape == (2, 16, 16)
-    # the decoder sees the input only through the pooled last position: same pooled state -> same output
+    # madlab: the decoder sees the input only through the RAW residual stream at the last position (mad-lab
+    # has no encoder norm), plus mad-lab's sin-then-cos table
+    assert ae.encoder.norm is None
     ae.eval()
     with torch.no_grad():
-        h = ae.encoder.hidden(ids)[:, -1]
-        manual = ae.head(ae.head_norm(ae.decoder(h[:, None, :] + ae.positions[None])))
+        h = ae.encoder.residual(ids)[:, -1]
+        manual = ae.head(ae.head_norm(ae.decoder(h[:, None, :] + madlab_table(16, 32)[None])))
         torch.testing.assert_close(ae(ids), manual)
+    # cosine (the pre-madlab behaviour): final-normed stream, interleaved table
+    old = backbones.build_backbone(mcfg, "C", 16, "cosine").eval()
+    with torch.no_grad():
+        h = old.encoder.hidden(ids)[:, -1]
+        manual = old.head(old.head_norm(old.decoder(h[:, None, :] + old.positions[None])))
+        torch.testing.assert_close(old(ids), manual)
+    assert not torch.equal(old.positions, ae.positions)
+
+
+def madlab_table(length, dim):
+    """mad-lab's posemb_sincos_1d written out by hand: position p, channel c < dim/2 is
+    sin(p * 10000^(-c / (dim/2 - 1))); channel dim/2 + c is the cosine of the same angle."""
+    half = dim // 2
+    t = torch.zeros(length, dim)
+    for p in range(length):
+        for c in range(half):
+            angle = p * math.exp(-c * math.log(10000) / (half - 1))
+            t[p, c], t[p, half + c] = math.sin(angle), math.cos(angle)
+    return t
 
 
 def test_run_config_validation(tmp_path):

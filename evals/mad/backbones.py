@@ -1,38 +1,28 @@
-"""MAD backbones built from the project's one LM stack (spec/mad.md §4).
+"""MAD backbones built from the project's one LM stack (spec/mad.md §4; docs/mad.md).
 
 * LM backbone (every task but compression): `build_model(cfg)` with MAD's shape: width 128,
   [mixer, SwiGLU, mixer, SwiGLU] = 2 blocks of our stack, SwiGLU inner width 352
   (hidden_ratio 4 -> int(8d/3) = 341 rounded up to a multiple of 16), RMSNorm eps 1e-5, final
   RMSNorm, untied head Linear(d -> V) with bias, no positional embedding (positions come from the
   mixers, e.g. RoPE in attention). `mad_model_config` fills these in.
-* AutoEncoder (compression): encoder = our stack's `hidden()` (embedding, blocks, final RMSNorm);
-  pool the last position (the compression token); broadcast to L positions + fixed sin-cos
-  position embeddings; MLP RMSNorm -> Linear -> GELU -> RMSNorm -> Linear -> GELU; then
-  RMSNorm -> Linear d -> V (with bias).
+* AutoEncoder (compression): encoder = our stack's embedding and blocks; pool the last position (the
+  compression token); broadcast to L positions + fixed sin-cos position embeddings; MLP RMSNorm ->
+  Linear -> GELU -> RMSNorm -> Linear -> GELU; then RMSNorm -> Linear d -> V (with bias).
 
-Initialisation: we use the project's ONE init for every architecture (grid/models/init.py):
-Linear/Conv1d weights and embeddings ~ N(0, 0.02), biases zeroed except `_no_reinit` ones,
-mixers flagged `_keep_own_init` (RWKV) and non-Linear parameters (decay rates, ...) keep their own.
-Where this differs from mad-lab (main, commit 0f49a45):
-* mad-lab's LM backbone keeps PyTorch's default (Kaiming-uniform) Linear weight init since PR #4
-  (Dec 2024); paper-era mad-lab re-initialised all Linear weights to N(0, 0.02) and zeroed every
-  bias, overwriting Mamba's dt init. Ours is N(0, 0.02) for Linear weights (paper-era) while
-  keeping the layers' special inits (what PR #4 fixed).
-* mad-lab's attention layer has qkv/out biases (FlashAttention MHA); ours follows fla's layers.
-* The AutoEncoder: mad-lab initialises everything N(0, 0.02) with zero biases, which is what our
-  init does to the decoder; the encoder gets the same rule as the LM stack (special inits kept).
-* The encoder ends with our stack's final RMSNorm (`LM.hidden` is final-normed); the decoder's
-  first RMSNorm follows it.
+The protocol (evals/mad/protocols.py) owns the init, the pooled stream (raw residual for `madlab`,
+final-normed for `cosine`) and the decoder's sin-cos table. Where the backbone still differs from
+mad-lab's: mad-lab's own attention layer has qkv/out biases (FlashAttention MHA); lingrid's
+architectures follow fla's layers, as lin-attn-bench's adapters do.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evals.mad.protocols import DEFAULT_PROTOCOL, MADProtocol, get_protocol, init_rule, position_table
 from grid.models import ModelConfig, build_model
 from grid.models.ffn import FFNConfig
 from grid.models.init import init_weights
@@ -53,40 +43,38 @@ def mad_model_config(mixer: str, mixer_kwargs: dict[str, Any] | None, vocab_size
     return ModelConfig(**base)
 
 
-def sincos_positions(length: int, dim: int) -> torch.Tensor:
-    """Fixed sinusoidal position table [length, dim]: sin on even channels, cos on odd ones."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
-    return table
-
-
 class AutoEncoder(nn.Module):
     """Compression backbone: encode, pool the last position, decode every position from that vector."""
 
-    def __init__(self, cfg: ModelConfig, seq_len: int):
+    def __init__(self, cfg: ModelConfig, seq_len: int, protocol: MADProtocol):
         super().__init__()
         d = cfg.d_model
         self.seq_len = seq_len
-        self.encoder = build_model(cfg)
+        self.pool_raw = protocol.autoencoder_pool == "raw"
+        self.encoder = build_model(cfg, apply_init=protocol.init == "project")
         self.encoder.lm_head = None  # the encoder's head is unused: no dead parameters
-        self.register_buffer("positions", sincos_positions(seq_len, d), persistent=False)
+        if self.pool_raw:
+            self.encoder.norm = None  # pooled before any final norm (mad-lab): no dead parameters either
+        self.register_buffer("positions", position_table(protocol, seq_len, d), persistent=False)
         self.decoder = nn.Sequential(
             RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
             RMSNorm(d, eps=cfg.norm_eps), nn.Linear(d, d), nn.GELU(),
         )
         self.head_norm = RMSNorm(d, eps=cfg.norm_eps)
         self.head = nn.Linear(d, cfg.vocab_size, bias=True)
-        init_weights(self.decoder, cfg.init_std)
-        init_weights(self.head, cfg.init_std)
+        rule = init_rule(protocol, autoencoder=True)
+        if rule is None:
+            init_weights(self.decoder, cfg.init_std)
+            init_weights(self.head, cfg.init_std)
+        else:
+            rule(self)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         L = input_ids.shape[1]
         if L > self.seq_len:
             raise ValueError(f"sequence length {L} > the AutoEncoder's seq_len {self.seq_len}")
-        pooled = self.encoder.hidden(input_ids)[:, -1]  # [B, D]
+        stream = self.encoder.residual(input_ids) if self.pool_raw else self.encoder.hidden(input_ids)
+        pooled = stream[:, -1]  # [B, D]
         x = pooled[:, None, :] + self.positions[:L].to(pooled.dtype)  # broadcast to L positions
         return self.head(self.head_norm(self.decoder(x)))
 
@@ -99,9 +87,17 @@ class AutoEncoder(nn.Module):
         return self.encoder.backends
 
 
-def build_backbone(cfg: ModelConfig, task_code: str, seq_len: int) -> nn.Module:
-    """LM for every MAD task except compression ('C'), which gets the AutoEncoder."""
-    return AutoEncoder(cfg, seq_len) if task_code == "C" else build_model(cfg)
+def build_backbone(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str = DEFAULT_PROTOCOL) -> nn.Module:
+    """LM for every MAD task except compression ('C'), which gets the AutoEncoder; initialised as
+    `protocol` says."""
+    proto = get_protocol(protocol)
+    if task_code == "C":
+        return AutoEncoder(cfg, seq_len, proto)
+    rule = init_rule(proto, autoencoder=False)
+    model = build_model(cfg, apply_init=rule is None)
+    if rule is not None:
+        rule(model)
+    return model
 
 
 def token_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,27 +1,34 @@
-"""The MAD training protocol of one run (spec/mad.md §5.1), on the project's one training loop.
+"""One MAD run (spec/mad.md §5.1) under a named protocol (evals/mad/protocols.py), on the project's
+one training loop.
 
     run_mad(config: dict | MADRunConfig, ctx=None, *, checkpointer=None, ckpt_every_epochs=1) -> dict
 
-One run = one (task setting, architecture, lr, weight decay):
-1. seed python / numpy / torch with `seed` (12345: all 6 sweep runs of a setting start from the same
-   weights and see the same shuffles);
+One run = one (task setting, architecture, lr, weight decay, protocol):
+1. seed python / numpy / torch with `seed` (12345) before the backbone is built: all 6 sweep runs of
+   a setting start from the same weights and see the same shuffles (mad-lab builds its model before
+   it seeds, so its initial weights depend on the worker's RNG history: docs/mad.md);
 2. `ensure_data(setting, data_root)` then `load_split` train and test; both splits live on the device
    as tensors (no DataLoader: MAD arrays are small and there are thousands of runs);
-3. backbone: the MAD LM stack, or the AutoEncoder for compression (evals/mad/backbones.py);
-4. AdamW on ALL parameters (torch default betas/eps, weight decay on everything as mad-lab),
-   CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once per epoch, no warmup, no clipping;
+3. backbone: the MAD LM stack, or the AutoEncoder for compression (evals/mad/backbones.py),
+   initialised as the protocol says;
+4. AdamW on ALL parameters (torch default betas/eps, weight decay on everything as mad-lab), no
+   warmup, no clipping; the lr is constant (`madlab`) or CosineAnnealingLR(T_max=epochs,
+   eta_min=min_lr) stepped once per epoch (`cosine`);
 5. each epoch: train over a fresh permutation of the training set (batches of `batch_size`, the
    last one smaller: drop_last off; the permutation of epoch e comes from a torch Generator
    seeded with (seed, e), so batches depend on the step only and resume is exact), then evaluate
    on the test set (macro accuracy per batch, batch-weighted: evals/mad/metrics.py);
-6. stop as soon as an epoch's test accuracy >= 0.999 (`stop_acc`);
+6. stop as soon as an epoch's test accuracy passes `stop_acc` (0.999; `> ` under `madlab`, `>=`
+   under `cosine`);
 7. report `acc` = test accuracy of the epoch with the LOWEST TEST PERPLEXITY (mad-lab's "best"
    checkpoint; first such epoch on ties), plus `acc_last`, `acc_best` (max over epochs),
    `acc_micro` (selected epoch), `ppl`, `loss`, `best_epoch` (0-based, as Lightning),
    `epochs_run`, `stopped_early`, `train_loss`.
-A non-finite training loss (or test loss) gives status 'nan' with acc 0 and `nan` True; the row is
-returned, never dropped (spec §8.12). bf16 autocast is used on CUDA only ('fp32' on CPU; the
-`precision` column records what ran).
+A non-finite training (or test) loss ends the run with `nan` True and the step in `diverged_step`.
+Under `madlab` the row then reports the pre-divergence best (status 'ok': what mad-lab's final
+validate returns), or status 'nan' with no score when no epoch was finite (mad-lab drops such rows);
+under `cosine` it is status 'nan' with acc 0 and the pre-divergence best in `acc_pre_nan`.
+bf16 autocast is used on CUDA only ('fp32' on CPU; the `precision` column records what ran).
 
 `ctx` is the runner's trial context: `ctx.report(metrics, checkpoint_dir=None)` is called once per
 epoch with the epoch's metrics.
@@ -38,8 +45,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evals.mad.protocols import DEFAULT_PROTOCOL, ProtocolName, get_protocol
 from grid.models import ConfigError, ModelConfig
-from grid.train import CosinePerEpoch, build_adamw, train
+from grid.train import Constant, CosinePerEpoch, build_adamw, train
 from grid.train.loop import effective_precision
 
 MACRO = "macro-per-batch"  # the headline metric's definition (spec §5.2)
@@ -57,17 +65,21 @@ class MADRunConfig(BaseModel):
     layer_settings: dict[str, Any] = Field(default_factory=dict, description="overlay on the arch's mixer_kwargs")
     backend: Literal["auto", "fused", "reference"] = Field("auto", description="mixer backend (arch runs)")
     model_id: str | None = Field(None, description="label of the architecture in tables (default: arch or mixer)")
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="what a run executes: madlab (mad-lab's code as it "
+                                                                 "runs) or cosine (its config as written); "
+                                                                 "evals/mad/protocols.py")
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(200, gt=0)
     batch_size: int = Field(128, gt=0)
-    min_lr: float = Field(1e-6, ge=0)
+    min_lr: float = Field(1e-6, ge=0, description="the cosine protocol's floor (unused by madlab's constant lr)")
     seed: int = 12345
     data_root: str = "benchmark/data"
     precision: Literal["bf16", "fp32"] = "bf16"
     num_workers: int = Field(0, ge=0, description="accepted for mad-lab CLI parity; unused (data stays on the device)")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
-    stop_acc: float = Field(0.999, gt=0, description="early stop at epoch test accuracy >= stop_acc")
+    stop_acc: float = Field(0.999, gt=0, description="early stop when an epoch's test accuracy passes stop_acc "
+                                                     "(> under madlab, >= under cosine)")
     max_train_examples: int | None = Field(
         None, gt=0, description="smoke runs only: train on the first N examples (a different protocol: recorded, "
                                 "and scoring never mixes it with full runs)")
@@ -150,7 +162,7 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[str, Any]:
+def summarize(history: list[dict[str, Any]], stopped_early: bool) -> dict[str, Any]:
     """Final numbers from the per-epoch records (keys epoch, test_acc, test_ppl, test_loss,
     test_acc_micro, train_loss): selection = the first epoch with the lowest test perplexity
     (non-finite perplexities never win)."""
@@ -163,7 +175,7 @@ def summarize(history: list[dict[str, Any]], stop_acc: float = 0.999) -> dict[st
         "acc": sel["test_acc"], "acc_last": last["test_acc"], "acc_best": max(h["test_acc"] for h in history),
         "acc_micro": sel["test_acc_micro"], "ppl": sel["test_ppl"], "loss": sel["test_loss"],
         "best_epoch": sel["epoch"], "epochs_run": len(history),
-        "stopped_early": last["test_acc"] >= stop_acc,
+        "stopped_early": stopped_early,
         "train_loss": sel["train_loss"], "train_loss_last": last["train_loss"],
     }
 
@@ -172,11 +184,12 @@ _SETUP_LOCK = threading.Lock()
 
 
 def _setup(cfg: MADRunConfig, setting, device: torch.device):
-    """Seed, load the data onto the device, build the backbone: (model, model config, train, test)."""
+    """Seed, load the data onto the device, pass the parity gate, build the backbone:
+    (model, model config, train, test, gate decision)."""
     from evals.mad.backbones import build_backbone  # noqa: PLC0415
     from evals.mad.data import ensure_data, load_split  # noqa: PLC0415
+    from grid.check.gate import gate_model  # noqa: PLC0415
 
-    seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # as mad-lab
     ensure_data(setting, cfg.data_root)
@@ -186,8 +199,28 @@ def _setup(cfg: MADRunConfig, setting, device: torch.device):
     train, test = [(torch.from_numpy(np.ascontiguousarray(x)).to(device),
                     torch.from_numpy(np.ascontiguousarray(y)).to(device)) for x, y in (splits["train"], splits["test"])]
     width = int(train[0].shape[1])
-    mcfg = cfg.model_cfg(width)
-    return build_backbone(mcfg, setting.code, width).to(device), mcfg, train, test
+    mcfg, gate = gate_model(cfg.model_cfg(width), width, cfg.batch_size, device, cfg.precision)
+    seed_everything(cfg.seed)  # after the gate's own draws: the initial weights depend on the seed only
+    return build_backbone(mcfg, setting.code, width, cfg.protocol).to(device), mcfg, train, test, gate
+
+
+_NO_SCORE = dict(acc=float("nan"), acc_last=float("nan"), acc_best=float("nan"), acc_micro=float("nan"),
+                 ppl=float("nan"), loss=float("nan"), best_epoch=None, stopped_early=False,
+                 train_loss=float("nan"), train_loss_last=float("nan"))
+
+
+def _diverged_fields(proto, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Row fields of a run whose loss turned non-finite, as its protocol scores it. `epochs_run`
+    counts the evaluated epochs (an epoch cut short by the divergence is not one)."""
+    finite = [h for h in history if _finite(h["test_loss"])]
+    pre = summarize(finite, stopped_early=False) if finite else None
+    if proto.diverged == "pre-divergence-best":
+        if pre is None:  # never finite: mad-lab's row is NaN and its analysis drops it
+            return {**_NO_SCORE, "status": "nan", "nan": True, "epochs_run": len(history), "acc_pre_nan": float("nan")}
+        # mad-lab's final validate reloads the min-test-perplexity checkpoint: a finite, scored row
+        return {**pre, "status": "ok", "nan": True, "epochs_run": len(history), "acc_pre_nan": pre["acc"]}
+    return {**_NO_SCORE, "status": "nan", "nan": True, "acc": 0.0, "acc_last": 0.0, "acc_best": 0.0, "acc_micro": 0.0,
+            "epochs_run": len(history), "acc_pre_nan": pre["acc"] if pre else 0.0}
 
 
 def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpointer=None,
@@ -204,7 +237,7 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     with _SETUP_LOCK:  # packed runs share the process: global seeding + init must not interleave
-        model, mcfg, (xtr, ytr), (xte, yte) = _setup(cfg, setting, device)
+        model, mcfg, (xtr, ytr), (xte, yte), gate = _setup(cfg, setting, device)
     n_params = sum(p.numel() for p in model.parameters())
     compiled = cfg.compile and device.type == "cuda"
     if compiled:  # dynamo compiles one frame at a time; graphed steps call it under EAGER_LOCK anyway
@@ -214,7 +247,9 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     n_train, bs = int(xtr.shape[0]), cfg.batch_size
     spe = math.ceil(n_train / bs)
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)
-    schedule = CosinePerEpoch(cfg.lr, cfg.min_lr, cfg.epochs, spe)
+    proto = get_protocol(cfg.protocol)
+    schedule = (Constant(cfg.lr) if proto.schedule == "constant"
+                else CosinePerEpoch(cfg.lr, cfg.min_lr, cfg.epochs, spe))
     perm_cache: dict[int, torch.Tensor] = {}
 
     def get_batch(step: int):
@@ -248,7 +283,7 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
                                             "train_loss", "lr")})
 
     def should_stop(rec: dict[str, Any]) -> bool:
-        return rec["test_acc"] >= cfg.stop_acc or not _finite(rec["test_loss"])
+        return proto.should_stop(rec["test_acc"], cfg.stop_acc) or not _finite(rec["test_loss"])
 
     result = train(model, optimizer, schedule, get_batch, mad_loss, max_steps=cfg.epochs * spe,
                    evaluate=evaluate, eval_every=spe, precision=cfg.precision, should_stop=should_stop,
@@ -257,13 +292,13 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
                    cuda_graph=cfg.cuda_graph)
 
     out: dict[str, Any] = {
-        "model_id": cfg.label(), "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
+        "model_id": cfg.label(), "protocol": cfg.protocol, "arch": cfg.arch, "mixer": mcfg.mixer, "task": setting.code,
         "task_name": setting.task, "setting": setting.setting_id, "setting_dir": setting.dir_name,
         "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
         "max_train_examples": cfg.max_train_examples or 0,
         "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
         "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), "device": str(device),
-        "compiled": compiled,
+        "compiled": compiled, **gate.row(),
         "precision": effective_precision(device, cfg.precision), "steps_per_epoch": spe, "steps": result.steps,
         "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
         "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
@@ -273,19 +308,14 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     }
     history = result.history
     nan_eval = bool(history) and not _finite(history[-1]["test_loss"])
+    if nan_eval:
+        out["error"] = f"non-finite test loss at epoch {history[-1]['epoch']}"
+    elif not history and result.status != "diverged":
+        out["error"] = "no epoch was evaluated"
     if result.status == "diverged" or nan_eval or not history:
-        if nan_eval:
-            out["error"] = f"non-finite test loss at epoch {history[-1]['epoch']}"
-        elif not history and result.status != "diverged":
-            out["error"] = "no epoch was evaluated"
-        finite_hist = [h for h in history if _finite(h["test_loss"])]
-        out.update(status="nan", nan=True, acc=0.0, acc_last=0.0, acc_best=0.0, acc_micro=0.0, ppl=float("nan"),
-                   loss=float("nan"), best_epoch=None, epochs_run=len(history),
-                   stopped_early=False, train_loss=float("nan"), train_loss_last=float("nan"),
-                   acc_pre_nan=summarize(finite_hist, cfg.stop_acc)["acc"] if finite_hist else 0.0)
+        out.update(_diverged_fields(proto, history))
     else:
-        out.update(status="ok", nan=False, **summarize(history, cfg.stop_acc))
-        out["stopped_early"] = result.stopped_early
+        out.update(status="ok", nan=False, **summarize(history, result.stopped_early))
         if cfg.eval_train and "weights" in best_state:
             model.load_state_dict(best_state["weights"])
             model.eval()

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from evals.mad.protocols import DEFAULT_PROTOCOL, LEGACY_PROTOCOL, PROTOCOLS
+from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
 
 LRS = (1e-4, 5e-4, 1e-3)
@@ -22,8 +24,13 @@ NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # 
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
+    description = "Run the MAD suite for one architecture on Ray and print its MAD table."
+    if default_arch is not None:
+        from evals.mad.arch import arch_entry  # noqa: PLC0415
+
+        description += f" Architecture {default_arch!r}: {arch_entry(default_arch)['source']}"
     p = StrictParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
-                                description="Run the MAD suite for one architecture on Ray and print its MAD table")
+                     description=description)
     p.add_argument("--arch", default=default_arch, required=default_arch is None,
                    help="architecture name in configs/mad/architectures.yaml")
     p.add_argument("--model-id", type=non_empty("label"), default=None, help="label in tables (default: the arch name; no '_')")
@@ -37,6 +44,10 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
     p.add_argument("--only", nargs="+", default=None, metavar="SETTING",
                    help="only these settings of --tasks, by the id the results use (baseline, seq_len=1024, ...)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL,
+                   help="madlab (default): what mad-lab's code executes (constant lr, its init, its AutoEncoder); "
+                        "cosine: mad-lab as its config describes it (lr cosine per epoch, the project's init). "
+                        "Part of every trial key and row; tables never mix protocols (docs/mad.md)")
     p.add_argument("--epochs", type=int_range(1), default=200, help="recorded; tables never mix protocols")
     p.add_argument("--max-train-examples", type=int_range(1), default=None,
                    help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
@@ -65,6 +76,11 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "(processes that share a GPU are time-sliced, threads overlap their kernels). auto "
                         "(default): the lr x wd runs of one setting together on GPU, 1 on CPU. Each run still gets "
                         "its own row; --n-tasks-gpu counts these trials per GPU")
+    p.add_argument("--parity", choices=POLICIES, default="fallback",
+                   help="the parity gate (grid/check/gate.py): before a run trains a fused mixer, the mixer must match "
+                        "its reference at the run's shape and dtype on this host (checked once per host and package "
+                        "versions, then cached). fallback (default): a failing mixer trains the reference backend; "
+                        "stop: the run stops; off: no check. Rows record parity_gate and parity_detail")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
     p.add_argument("--max-failures", type=int_range(-1), default=1, help="retries per trial (-1 = no limit)")
     return p
@@ -119,20 +135,29 @@ def make_trials(args, settings) -> list:
     for s in settings:
         for lr in args.lrs:
             for wd in args.wds:
-                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend,
+                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend, protocol=args.protocol,
                                    model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
                                    max_train_examples=args.max_train_examples,
                                    data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
                                    cuda_graph=args.cuda_graph == "on", compile=args.compile == "on")
                 config = cfg.model_dump(mode="json")
-                hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
                 trials.append(TrialSpec(
-                    trial_key=content_hash({"suite": "mad", **hashed}), suite="mad", grid="mad",
+                    trial_key=content_hash({"suite": "mad", **hashed_config(config)}), suite="mad", grid="mad",
                     trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
-                    columns={"model_id": args.model_id, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
+                    columns={"model_id": args.model_id, "protocol": args.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
                              "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
                              "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0}))
     return trials
+
+
+def hashed_config(config: dict) -> dict:
+    """The part of a run's config that decides its trial_key. `protocol` joined the config after
+    stores held `cosine` rows without it: it is left out when it is `cosine`, so those rows keep
+    their keys (the hashed content of a cosine run is unchanged)."""
+    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    if hashed.get("protocol") == LEGACY_PROTOCOL:
+        del hashed["protocol"]
+    return hashed
 
 
 def log_parameters(args, settings) -> int:
@@ -147,7 +172,7 @@ def log_parameters(args, settings) -> int:
         seen.add((s.code, s.vocab_size, s.seq_len))
         cfg = arch_model_config(args.arch, s.vocab_size, s.seq_len, backend="reference")
         try:
-            model = build_backbone(cfg, s.code, s.seq_len)
+            model = build_backbone(cfg, s.code, s.seq_len, args.protocol)
         except Exception:  # noqa: BLE001  fused-only mixer: count on the meta device
             from grid.models.stack import build_for_counting  # noqa: PLC0415
 
@@ -157,19 +182,22 @@ def log_parameters(args, settings) -> int:
     return 0
 
 
-def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0) -> None:
-    from evals.mad.scoring import mad_table, to_markdown  # noqa: PLC0415
+def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0,
+                protocol: str | None = None) -> None:
+    """The MAD table of this run's protocol for `model_id` (one table, never mixing protocols)."""
+    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
-    df = ResultsStore(results).query(
-        "SELECT * FROM results WHERE suite = 'mad' AND model_id = ? AND epochs = ?", [model_id, epochs])
-    if "max_train_examples" in df.columns:  # smoke runs are another protocol
-        df = df[df["max_train_examples"].fillna(0).astype(int) == max_train_examples]
-    if df.empty:
-        print(f"no MAD rows for model_id={model_id!r} epochs={epochs} in {results}")
+    df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'mad' AND model_id = ?", [model_id])
+    parts = [(k, p) for k, p in by_protocol(df) if int(k["epochs"]) == epochs
+             and int(k.get("max_train_examples", 0) or 0) == max_train_examples
+             and (protocol is None or k["protocol"] == protocol)]
+    if not parts:
+        print(f"no MAD rows for model_id={model_id!r} protocol={protocol} epochs={epochs} in {results}")
         return
-    print(f"\nMAD ({len(df)} runs, epochs={epochs}, best of lr x wd per setting, mean per task):\n")
-    print(to_markdown(mad_table(df)))
+    for key, part in parts:
+        print(f"\nMAD, {protocol_label(key)} ({len(part)} runs, best of lr x wd per setting, mean per task):\n")
+        print(to_markdown(mad_table(part)))
 
 
 def build_problem(args, settings) -> str | None:
@@ -189,10 +217,12 @@ def build_problem(args, settings) -> str | None:
     return f"--arch {args.arch} cannot run here ({where}): {'; '.join(problems)}"
 
 
-def worker_env(autotune: str) -> dict[str, str]:
-    """Environment of the Ray workers: the autotune policy, and fla's switch for caching its tuned
-    choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
-    env = {"LINGRID_AUTOTUNE": autotune}
+def worker_env(autotune: str, parity: str = "fallback") -> dict[str, str]:
+    """Environment of the Ray workers: the autotune and parity-gate policies, and fla's switch for caching
+    its tuned choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
+    env = {"LINGRID_AUTOTUNE": autotune, POLICY_ENV: parity}
+    if CACHE_ENV in os.environ:
+        env[CACHE_ENV] = os.environ[CACHE_ENV]
     if "FLA_CACHE_RESULTS" in os.environ:
         env["FLA_CACHE_RESULTS"] = os.environ["FLA_CACHE_RESULTS"]
     return env
@@ -280,8 +310,8 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          num_gpus=None if args.address else args.gpus_found,
                          num_cpus=None if args.address else cpus,
                          max_failures=args.max_failures, force=args.force,
-                         ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune)}})
+                         ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune, args.parity)}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
           f"{summary.n_failed} failed, {len(summary.missing)} not run")
-    print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0)
+    print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0, args.protocol)
     return 0 if summary.n_failed == 0 and not summary.missing else 1

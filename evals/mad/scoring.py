@@ -4,14 +4,18 @@ Input: a pandas DataFrame with one row per run and at least the columns
 `model_id, task, setting, status, acc, epochs` (plus `lr`, `wd` when present; extra columns are
 ignored). `task` is a short code (CR, NR, FR, M, C, SC) or a registry name.
 
-1. A run whose status is not 'ok' or whose acc is NaN scores 0 and is counted in `n_nan`: it is
-   never dropped (mad-lab drops NaN rows, so an all-NaN setting vanished from its task mean).
+1. Runs without a score, by the rows' protocol (evals/mad/protocols.py), are counted in `n_nan`:
+   `madlab` drops them as mad-lab's analysis does (a diverged run that had a finite epoch already
+   reports its pre-divergence best with status 'ok'; a setting whose runs were all dropped vanishes
+   from its task mean, and `n_settings` shows it); `cosine` scores them 0 (never dropped).
 2. Per (model_id, task, setting): the best score of its runs (the 3 x 2 lr/wd sweep).
 3. Per task: the mean of its settings' best scores. `avg`: the plain mean of the six task scores
    (NaN unless all six tasks are present; `n_settings` shows how complete a row is: 66 for the
    full benchmark).
-A model_id whose rows disagree on a protocol column (`epochs`, and where present `batch_size`,
-`min_lr`, `seed`, `metric`) is refused: numbers from different protocols are not comparable.
+A model_id whose rows disagree on a protocol column (PROTOCOL_COLUMNS) is refused: numbers from
+different protocols are not comparable. `by_protocol(df)` splits a store's rows into one part per
+protocol (what the leaderboards print, one table each, headed by `protocol_label`). Rows written
+before the `protocol` column existed are `cosine` rows.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ EXPECTED_SETTINGS = {"CR": 11, "NR": 14, "FR": 11, "M": 6, "C": 11, "SC": 13}
 _NAMES = {"in-context-recall": "CR", "noisy-in-context-recall": "NR", "fuzzy-in-context-recall": "FR",
           "memorization": "M", "compression": "C", "selective-copying": "SC"}
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")
-PROTOCOL_COLUMNS = ("epochs", "batch_size", "min_lr", "seed", "metric", "max_train_examples")
+# columns whose values define the protocol a row was produced under; one table never mixes them
+PROTOCOL_COLUMNS = ("protocol", "epochs", "max_train_examples", "batch_size", "min_lr", "seed", "metric")
 
 
 def _task_code(t) -> str:
@@ -34,6 +39,40 @@ def _task_code(t) -> str:
     if code not in TASKS:
         raise ValueError(f"task={t!r} is not allowed; allowed: {', '.join(TASKS)} or {', '.join(_NAMES)}")
     return code
+
+
+def with_protocol(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a `protocol` value on every row (rows that predate the column are `cosine`)."""
+    from evals.mad.protocols import LEGACY_PROTOCOL  # noqa: PLC0415
+
+    out = df.copy()
+    out["protocol"] = out["protocol"].fillna(LEGACY_PROTOCOL) if "protocol" in out.columns else LEGACY_PROTOCOL
+    if "max_train_examples" in out.columns:
+        out["max_train_examples"] = out["max_train_examples"].fillna(0).astype(int)
+    return out
+
+
+def by_protocol(df: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """[(protocol values, rows)] with one part per distinct protocol, full runs before smoke runs."""
+    d = with_protocol(df)
+    cols = [c for c in PROTOCOL_COLUMNS if c in d.columns]
+    parts = []
+    for values, part in d.groupby(cols, dropna=False, sort=False):
+        key = dict(zip(cols, values if isinstance(values, tuple) else (values,)))
+        parts.append((key, part))
+    from evals.mad.protocols import DEFAULT_PROTOCOL  # noqa: PLC0415
+
+    return sorted(parts, key=lambda kv: (int(kv[0].get("max_train_examples", 0) or 0) > 0,
+                                         kv[0]["protocol"] != DEFAULT_PROTOCOL, str(kv[0]["protocol"]),
+                                         -int(kv[0].get("epochs", 0) or 0)))
+
+
+def protocol_label(key: dict) -> str:
+    """e.g. 'protocol madlab, 200 epochs' or '... , smoke: 256 train examples'."""
+    label = f"protocol {key.get('protocol')}, {int(key['epochs'])} epochs" if "epochs" in key else \
+        f"protocol {key.get('protocol')}"
+    mte = int(key.get("max_train_examples", 0) or 0)
+    return label + (f", smoke run on {mte} train examples" if mte else "")
 
 
 def check_protocol(df: pd.DataFrame) -> None:
@@ -55,39 +94,44 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"MAD rows lack column(s) {missing}; required: {list(REQUIRED)}")
-    check_protocol(df)
-    out = df.copy()
+    out = with_protocol(df)
+    check_protocol(out)
     out["task"] = out["task"].map(_task_code)
     acc = pd.to_numeric(out["acc"], errors="coerce")
     failed = (out["status"].astype(str) != "ok") | ~np.isfinite(acc.to_numpy(dtype=float))
     out["failed"] = failed
-    out["score"] = acc.where(~failed, 0.0).astype(float)
+    # madlab: an unscored run is dropped (NaN never wins a max); cosine: it scores 0
+    out["score"] = acc.where(~failed, np.where(out["protocol"] == "madlab", np.nan, 0.0)).astype(float)
     return out
 
 
 def best_per_setting(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model_id, task, setting): best score, the lr/wd that gave it, n_runs, n_nan."""
+    """One row per (model_id, task, setting): best score (NaN if no run has one), the lr/wd that
+    gave it, n_runs, n_nan."""
     d = _prepare(df).reset_index(drop=True)
     keys = ["model_id", "task", "setting"]
-    g = d.groupby(keys, sort=False)
-    best_idx = g["score"].idxmax()
+    counts = d.groupby(keys, sort=False).agg(n_runs=("score", "size"), n_nan=("failed", "sum")).reset_index()
+    scored = d[d["score"].notna()]
+    best_idx = scored.groupby(keys, sort=False)["score"].idxmax()
     cols = keys + ["score"] + [c for c in ("lr", "wd") if c in d.columns]
     best = d.loc[best_idx.values, cols].rename(columns={"score": "acc"}).reset_index(drop=True)
-    counts = g.agg(n_runs=("score", "size"), n_nan=("failed", "sum")).reset_index()
-    best = best.merge(counts, on=keys)
+    # a setting none of whose runs has a score keeps a row with acc NaN: its task mean skips it
+    # (mad-lab's analysis), and n_nan shows why
+    best = best.merge(counts, on=keys, how="right")
     best["n_nan"] = best["n_nan"].astype(int)
     best["task"] = pd.Categorical(best["task"], categories=list(TASKS), ordered=True)
     return best.sort_values(["model_id", "task", "setting"]).reset_index(drop=True)
 
 
 def mad_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Index model_id; columns CR, NR, FR, M, C, SC (task scores), avg, n_settings, n_runs, n_nan."""
+    """Index model_id; columns CR, NR, FR, M, C, SC (task scores), avg, n_settings (settings with a
+    score), n_runs, n_nan."""
     best = best_per_setting(df)
     task_scores = (best.groupby(["model_id", "task"], observed=True)["acc"].mean()
                    .unstack("task").reindex(columns=list(TASKS)))
     table = task_scores.copy()
     table["avg"] = task_scores.mean(axis=1, skipna=False)
-    agg = best.groupby("model_id").agg(n_settings=("acc", "size"), n_runs=("n_runs", "sum"), n_nan=("n_nan", "sum"))
+    agg = best.groupby("model_id").agg(n_settings=("acc", "count"), n_runs=("n_runs", "sum"), n_nan=("n_nan", "sum"))
     table = table.join(agg)
     table.columns.name = None
     return table.sort_values("avg", ascending=False, na_position="last")

@@ -4,6 +4,8 @@
                                        [--per-trial-seeds] [--format table|markdown|csv|json]
     python -m grid analyze leaderboard [--results DIR] [--grid NAME] [--markdown]
     python -m grid analyze plots --out DIR [--results DIR] [--grid NAME]
+    python -m grid analyze recall      [--results DIR] [--grid NAME] [--plots DIR] [--all-settings]
+                                       [--format table|markdown|csv]
 
 --results defaults to $LINGRID_STORE or benchmark/results.
 Exit codes: 0 ok; 1 no LM trials in the store (or matplotlib missing for plots), with a one-line
@@ -51,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     common(pl)
     fit_opts(pl)
     pl.add_argument("--out", required=True, metavar="DIR", help="directory for the PNG files")
+
+    rc = sub.add_parser("recall", allow_abbrev=False,
+                        help="LM loss and recall scores against the attention fraction, per linear variant")
+    common(rc)
+    rc.add_argument("--plots", metavar="DIR", help="also write one PNG per metric into DIR")
+    rc.add_argument("--all-settings", action="store_true",
+                    help="print every per-setting recall column, not only the summaries")
+    rc.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
     return p
 
 
@@ -101,6 +111,32 @@ def _leaderboard(args) -> int:
     return 0
 
 
+def _recall(args) -> int:
+    from grid.analysis.data import load_lm  # noqa: PLC0415
+    from grid.analysis.recall import recall_table, table_text  # noqa: PLC0415
+
+    results, _ = load_lm(args.results, args.grid, curves=False)
+    table = recall_table(results)
+    if table.empty:
+        print(f"error: no ok LM trials in {args.results}" + (f" (grid {args.grid})" if args.grid else ""),
+              file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(table.to_csv(index=False))
+    else:
+        sys.stdout.write(table_text(table, summaries_only=not args.all_settings, markdown=args.format == "markdown"))
+    if args.plots:
+        from grid.analysis.plots import PlotsUnavailable, plot_recall  # noqa: PLC0415
+
+        try:
+            paths = plot_recall(results, args.plots, args.grid)
+        except PlotsUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(paths)} plot{'s' if len(paths) != 1 else ''} to {args.plots}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(_parser(), argv)
@@ -111,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return _scaling(args)
         if args.cmd == "leaderboard":
             return _leaderboard(args)
+        if args.cmd == "recall":
+            return _recall(args)
         return _plots(args, args.out)
     except NoResults as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,11 +13,14 @@ import pandas as pd
 DEFAULT_STORE = "benchmark/results"
 SUITE = "lm"
 
+from grid.results.schema import RECALL_COLUMNS
+
 # result columns the analyses read; a store written before a column existed gets it as all-null
 RESULT_COLUMNS = [
     "trial_key", "grid", "status", "error", "model_id", "mixer", "hybrid", "effective_ratio", "scale", "seed",
     "non_embedding_params", "total_params", "state_size", "train_flops_per_token", "tokens_seen", "val_loss",
     "val_ppl", "train_loss", "tokens_per_s", "mfu", "peak_mem_gib", "backend", "gpu_name", "diverged_step",
+    "attention_layers", "config_json", *RECALL_COLUMNS,
 ]
 CURVE_COLUMNS = ["trial_key", "step", "tokens", "train_loss", "val_loss", "lr", "flops"]
 

@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from grid.analysis.data import is_missing, lm_rows, load_lm, numeric
+from grid.results.schema import COPY_ACC, COPY_ACC_BEYOND, MQAR_ACC, NEEDLE_LOSS, RECALL_COLUMNS
 
+# the recall columns (grid/lm/evals) appear only in tables where some trial has them
 TABLE_COLUMNS = ["rank", "arch", "model_id", "mixer", "hybrid", "effective_ratio", "val_loss", "val_ppl",
-                 "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed", "status", "note", "trial_key"]
+                 *RECALL_COLUMNS, "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed", "status",
+                 "note", "trial_key"]
 
 # header of each column in the rendered tables (model_id is folded into `arch`, not printed)
 HEADERS = {
@@ -28,8 +31,10 @@ HEADERS = {
     "val_loss": "val loss", "val_ppl": "ppl", "tokens_per_s": "tokens/s", "mfu": "MFU",
     "peak_mem_gib": "peak mem GiB", "non_embedding_params": "non-emb params", "seed": "seed", "grid": "grid",
     "status": "status", "note": "note", "trial_key": "trial",
+    COPY_ACC: "copy", COPY_ACC_BEYOND: "copy >ctx", MQAR_ACC: "MQAR", NEEDLE_LOSS: "needle loss",
 }
-_RIGHT = {"rank", "val_loss", "val_ppl", "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed"}
+_RIGHT = {"rank", "val_loss", "val_ppl", "tokens_per_s", "mfu", "peak_mem_gib", "non_embedding_params", "seed",
+          *RECALL_COLUMNS}
 UNKNOWN_SCALE = "(no scale)"
 
 
@@ -78,7 +83,7 @@ def _one_table(part: pd.DataFrame, with_grid: bool) -> pd.DataFrame:
     ok["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(ranked)], dtype="Int64")
     bad["rank"] = pd.array([None] * len(bad), dtype="Int64")
     out = pd.concat([ok, bad], ignore_index=True) if len(bad) else ok.reset_index(drop=True)
-    cols = list(TABLE_COLUMNS)
+    cols = [c for c in TABLE_COLUMNS if c not in RECALL_COLUMNS or out[c].notna().any()]
     if with_grid:
         cols.insert(cols.index("status"), "grid")
     return out[cols].reset_index(drop=True)
@@ -122,6 +127,8 @@ def format_cell(col: str, v) -> str:
         return f"{float(v):.4f}"
     if col == "val_ppl":
         return f"{float(v):.2f}"
+    if col in RECALL_COLUMNS:  # accuracies in [0, 1], the needle's loss in nats
+        return f"{float(v):.3f}"
     if col == "tokens_per_s":
         return f"{float(v):,.0f}"
     if col == "mfu":  # stored as a fraction; a value above 1 is taken to be a percentage already

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from grid.analysis.data import arch_label, is_missing, lm_rows, load_lm, numeric
+from grid.analysis.recall import BASELINE, recall_table
 from grid.analysis.scaling import N_POINTS, architecture_groups, compute_curves, fit_architecture, power_law
 
 DPI = 120
@@ -186,6 +187,56 @@ def _human(n: float) -> str:
     return f"{n:.3g}"
 
 
+def _recall_label(metric: str) -> str:
+    if metric == "val_loss":
+        return "validation loss (nats/token, lower is better)"
+    if metric.startswith("needle_loss"):
+        return f"{metric} (nats, lower is better)"
+    return f"{metric} (accuracy)"
+
+
+def plot_recall(results: pd.DataFrame, out_dir: str | os.PathLike[str], grid: str | None = None) -> list[Path]:
+    """One PNG per metric (recall_<metric>.png): the metric against the attention fraction, one line per
+    variant, the transformer as a star at 1 with a dashed reference line."""
+    table = recall_table(results)
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    if table.empty:
+        return paths
+    fracs = sorted(set(table["attn_frac"].round(6)))
+    ticks = {f: lay for f, lay in zip(table["attn_frac"].round(6), table["layout"]) if f not in (0.0, 1.0)}
+    ticks.update({0.0: "pure linear", 1.0: "softmax"})
+    for metric in table.columns[4:]:
+        fig = _figure(7.0, 4.5)
+        ax = fig.add_subplot(1, 1, 1)
+        n = 0
+        for variant, part in table[table["variant"] != BASELINE].groupby("variant", sort=True):
+            part = part.sort_values("attn_frac")
+            ok = np.isfinite(part[metric].to_numpy(dtype=float))
+            if ok.any():
+                ax.plot(part["attn_frac"][ok], part[metric][ok], "o-", lw=1.4, label=variant)
+                n += 1
+        base = table[table["variant"] == BASELINE]
+        if len(base) and np.isfinite(base[metric].to_numpy(dtype=float)).any():
+            v = float(np.nanmean(base[metric].to_numpy(dtype=float)))
+            ax.axhline(v, color="k", ls="--", lw=0.8)
+            ax.plot([1.0], [v], "k*", ms=10, label=BASELINE)
+            n += 1
+        if n == 0:
+            continue
+        ax.set_xticks(fracs)
+        ax.set_xticklabels([f"{f:g}\n{ticks.get(f, '')}" for f in fracs], fontsize=7)
+        ax.set_xlabel("fraction of softmax-attention layers")
+        ax.set_ylabel(_recall_label(metric))
+        if metric != "val_loss" and not metric.startswith("needle_loss"):
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{metric} vs attention fraction" + (f" · grid {grid}" if grid else ""), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        _legend(ax, n)
+        paths.append(_save(fig, out_dir / f"recall_{_slug(metric)}.png"))
+    return paths
+
+
 def write_plots(store_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], grid: str | None = None,
                 n_points: int = N_POINTS, skip_frac: float = 0.0) -> list[Path]:
     """Every plot for the LM trials in the store (optionally one grid); returns the PNG paths.
@@ -198,4 +249,4 @@ def write_plots(store_root: str | os.PathLike[str], out_dir: str | os.PathLike[s
             + plot_loss_vs_compute(curves, results, out_dir, n_points=n_points, skip_frac=skip_frac))
 
 
-__all__ = ["PlotsUnavailable", "plot_loss_curves", "plot_loss_vs_compute", "write_plots"]
+__all__ = ["PlotsUnavailable", "plot_loss_curves", "plot_loss_vs_compute", "plot_recall", "write_plots"]

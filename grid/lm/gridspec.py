@@ -3,8 +3,8 @@
 `expand(spec)` turns a grid into an explicit list of trials. Softmax attention itself is never
 hybridised (it only gets "pure"); a hybrid that a scale's depth cannot realise is an error naming
 the trial. Each trial's `config` holds everything that can change its result (model, resolved
-recipe, data hash, seed, environment profile) and `trial_key` is its hash; the grid name is not
-part of it, so the same trial in two grids is run once.
+recipe, data hash, seed, environment profile, and the `evals` block when the grid has one) and
+`trial_key` is its hash; the grid name is not part of it, so the same trial in two grids is run once.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grid.keys import content_hash
+from grid.lm.evals.spec import EvalsSpec
 from grid.lm.scales import SCALES_FILE, Scale, get_scale
 from grid.models.config import ModelConfig
 from grid.models.ffn import FFNConfig
@@ -83,6 +84,8 @@ class GridSpec(BaseModel):
     scales: list[str] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     recipe: Recipe = Field(default_factory=Recipe)
+    evals: EvalsSpec | None = Field(None, description="recall evaluations every trial runs at its end "
+                                    "(grid/lm/evals); none when absent")
     resources: Resources = Field(default_factory=Resources)
 
     @field_validator("scales")
@@ -207,6 +210,11 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) 
     from grid.models.stack import build_for_counting  # noqa: PLC0415
 
     trials, seen = [], set()
+    if spec.evals is not None:
+        try:
+            spec.evals.check_vocab(vocab_size)
+        except ValueError as exc:
+            raise GridError(str(exc)) from None
     for arch in spec.architectures:
         hybrids = arch.hybrid if arch.hybrid is not None else spec.hybrid
         if not get_mixer(arch.mixer, "architectures[].mixer").hybrid_ok:
@@ -234,6 +242,8 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) 
                     config = {"suite": "lm", "model": cfg.model_dump(mode="json"), "train": train,
                               "recipe": spec.recipe.model_dump(mode="json"), "data_hash": data_hash,
                               "seed": seed, "env_profile": spec.env_profile}
+                    if spec.evals is not None:  # absent otherwise: grids without evals keep their keys
+                        config["evals"] = spec.evals.model_dump(mode="json")
                     key = content_hash(config)
                     if key in seen:
                         continue

@@ -23,6 +23,11 @@ Recipe, on the one training core (grid.train.loop.train):
   travel inside the checkpoint and are re-reported on resume (the curve is complete even after a
   driver crash).
 
+Recall evaluations (the grid's `evals` block, grid/lm/evals): run on rank 0 after the last step of a
+trial that ended ok, each score a column of the row; with `evals.at_checkpoints` also at every
+checkpoint, added to that step's curve point (the last checkpoint's scores are the row's, computed
+once). Their time is not training time.
+
 Curve points are reported every `log_every` = max(1, eval_every // 10) steps, at evaluations and at
 checkpoints as metrics named `curve/<column>` (step, tokens, train_loss, val_loss when evaluated,
 lr, flops = cumulative training FLOPs); the driver's StoreCallback turns them into the curves
@@ -136,8 +141,9 @@ class _CurveCheckpointer:
     """The loop's checkpointer: saves the state (plus curve points and throughput counters) into a
     fresh directory and hands it to the reporter together with the curve point of that step."""
 
-    def __init__(self, reporter, restored_dir: str | None, writer: bool):
+    def __init__(self, reporter, restored_dir: str | None, writer: bool, point_extras=None):
         self.reporter, self.restored_dir, self.writer = reporter, restored_dir, writer
+        self.point_extras = point_extras  # step -> extra metrics of the checkpoint's curve point (the writer's)
         self.points: list[dict[str, Any]] = []
         self.staged: dict[str, Any] | None = None
         self.prior_train_s = 0.0
@@ -169,6 +175,8 @@ class _CurveCheckpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         t = time.perf_counter()
+        if self.writer and self.point_extras is not None and self.staged is not None:
+            self.staged.update(self.point_extras(int(self.staged["step"])))
         point = self._take()
         if not self.writer:  # a data-parallel rank other than 0: same report call, no files
             self.reporter.report(_curve_metrics(point))
@@ -271,6 +279,9 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
                            f"(batch {batch} over {world} workers)")
     accum = local // micro
 
+    from grid.check.gate import gate_model  # noqa: PLC0415
+
+    mcfg, gate = gate_model(mcfg, seq, micro, device, rc["precision"])  # fused kernels checked on this host
     torch.manual_seed(int(config["seed"]))  # the same initial weights on every rank
     model = build_model(mcfg).to(device)
     counts = account(model).summary()
@@ -293,7 +304,25 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     schedule = WarmupCosine(float(tr["lr"]), int(tr["warmup_steps"]), steps, float(rc["min_lr_ratio"]))
     fpt = float(counts["train_flops_per_token"])
     every, eval_every, ckpt_every = log_every(rc), int(rc["eval_every"]), int(rc["ckpt_every"])
-    ckpt = _CurveCheckpointer(reporter, restored_dir, writer=rank == 0)
+    evals_block = config.get("evals")
+    scored: dict[int, dict[str, Any]] = {}  # step -> recall scores of the model after that step
+
+    def recall_scores(step: int) -> dict[str, Any]:
+        if step not in scored:
+            from grid.lm.evals.run import run_evals  # noqa: PLC0415
+
+            scored[step] = run_evals(model, evals_block, data_dir, trained_len=seq, device=device,
+                                     precision=rc["precision"])
+        return scored[step]
+
+    def checkpoint_scores(step: int) -> dict[str, Any]:
+        # the last checkpoint too: its curve point then carries the row's scores (the runner's final report
+        # repeats the latest curve metrics, so a later point without them would show stale ones)
+        return recall_scores(step)
+
+    at_ckpts = bool(evals_block and evals_block.get("at_checkpoints"))
+    ckpt = _CurveCheckpointer(reporter, restored_dir, writer=rank == 0,
+                              point_extras=checkpoint_scores if at_ckpts else None)
 
     def get_batch(step: int):
         return train_data.batch(step, local, seq, rank, world)
@@ -403,7 +432,7 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "train_flops": fpt * tokens_seen,
         "effective_ratio": counts["effective_ratio"],
         "attention_layers": ",".join(map(str, counts["attention_layers"])),
-        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()),
+        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), **gate.row(),
         "device": f"{device.type}" + (f" ({gpu})" if gpu else ""),
         "precision": result.precision,
         "compiled": compiled,
@@ -415,6 +444,8 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         out["error"] = result.diverged_reason
     elif not math.isfinite(val_loss):
         out.update(status="nan", error="the final validation loss is not finite")
+    elif evals_block and rank == 0:
+        out.update(recall_scores(int(result.steps)))
     return out
 
 

@@ -56,6 +56,9 @@ class MixerSpec:
     # torch.compile traces it; else it runs eagerly behind one graph break (grid.models.compile)
     fused_traceable: bool = False
     notes: str = ""
+    # (d_model, resolved kwargs) -> the keyword arguments of fla's own layer for this mixer (what the fused
+    # builder passes, None values resolved); grid/export maps them onto fla's model configs. None: no fla model
+    fla_kwargs: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
     kwarg_docs: dict[str, str] = field(default_factory=dict)
     # iso-parameter sizing: candidate values of the knobs that change the mixer's width
     # (e.g. {"num_heads": (1, 2, 4, 8), "expand_v": (0.5, 1, 2)}); see grid/models/sizing.py

@@ -52,7 +52,10 @@ class Block(nn.Module):
 
 
 class LM(nn.Module):
-    def __init__(self, cfg: ModelConfig, counting_only: bool = False):
+    """`apply_init=False` leaves every layer as its constructor made it (PyTorch's defaults, the
+    layers' own inits): a reproduced protocol (MAD's `madlab`) then applies its own rule."""
+
+    def __init__(self, cfg: ModelConfig, counting_only: bool = False, apply_init: bool = True):
         super().__init__()
         self.cfg = cfg
         self.layout = cfg.layout()
@@ -74,16 +77,21 @@ class LM(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(d, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=cfg.head_bias)
-        init_weights(self, cfg.init_std)
+        if apply_init:
+            init_weights(self, cfg.init_std)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final-normed hidden states [B, T, D] (the AutoEncoder of MAD pools these)."""
+    def residual(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The residual stream after the last block, before the final norm [B, T, D]."""
         x = embed_tokens(self.embed, input_ids)
         for block in self.layers:
             x = block(x)
-        return self.norm(x)
+        return x
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final-normed hidden states [B, T, D]."""
+        return self.norm(self.residual(input_ids))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.hidden(input_ids))
@@ -114,8 +122,8 @@ def resolve_backend(spec: MixerSpec, wanted: str) -> str:
     raise BackendUnavailable(f"mixer {spec.name!r} cannot run here: fused: {why_fused}; reference: {why_ref}")
 
 
-def build_model(cfg: ModelConfig) -> LM:
-    return LM(cfg)
+def build_model(cfg: ModelConfig, apply_init: bool = True) -> LM:
+    return LM(cfg, apply_init=apply_init)
 
 
 def build_for_counting(cfg: ModelConfig) -> LM:

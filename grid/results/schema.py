@@ -48,6 +48,54 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     **{name: pa.string() for name in PROVENANCE_COLUMNS},
 }
 
+# Metric columns with names made by code: declared here, and only here, so that the writers (the LM
+# trial, the lm-eval command) and the readers (leaderboards, analyses) cannot drift apart.
+
+# LM recall evaluations (grid/lm/evals): one column per setting, and the summaries the tables show.
+COPY_ACC = "copy_acc"                # in-context copy accuracy, mean over settings within the trained context
+COPY_ACC_BEYOND = "copy_acc_beyond"  # ... over settings longer than the trained context
+MQAR_ACC = "mqar_acc"                # associative recall (MQAR) accuracy, mean over numbers of pairs
+NEEDLE_LOSS = "needle_loss"          # needle retrieval: loss (nats) of the answer tokens, mean over depths
+RECALL_COLUMNS: tuple[str, ...] = (COPY_ACC, COPY_ACC_BEYOND, MQAR_ACC, NEEDLE_LOSS)
+EVALS_SECONDS = "evals_s"            # wall time of one evaluation pass
+
+
+def copy_column(span: int, gap: int) -> str:
+    """In-context copy accuracy of spans of `span` tokens repeated after `gap` tokens of held-out text."""
+    return f"copy_acc_k{int(span)}_g{int(gap)}"
+
+
+def mqar_column(pairs: int) -> str:
+    """MQAR accuracy with `pairs` key-value pairs in context."""
+    return f"mqar_acc_n{int(pairs)}"
+
+
+def needle_column(depth: float) -> str:
+    """Needle loss with the fact at `depth` (0 = start, 1 = end) of the held-out text, in whole percent."""
+    return f"needle_loss_d{round(float(depth) * 100):02d}"
+
+
+_SETTING_COLUMN = re.compile(r"^(copy_acc_k\d+_g\d+|mqar_acc_n\d+|needle_loss_d\d+)$")
+
+
+def is_recall_setting_column(name: str) -> bool:
+    """Whether `name` was made by copy_column, mqar_column or needle_column."""
+    return bool(_SETTING_COLUMN.match(name))
+
+
+# lm-evaluation-harness rows (suite "lm-eval", grid/harness): one row per (trial, task)
+LM_EVAL_SUITE = "lm-eval"
+SOURCE_TRIAL_KEY = "source_trial_key"  # the LM trial whose model was evaluated
+
+
+def lm_eval_column(metric: str, filter_name: str = "none") -> str:
+    """A harness metric ("acc", filter "none") as a column name: acc; another filter is appended (exact_match_flex)."""
+    clean = re.sub(r"[^A-Za-z0-9_]+", "_", metric).strip("_") or "metric"
+    if filter_name and filter_name != "none":
+        clean += "_" + (re.sub(r"[^A-Za-z0-9_]+", "_", filter_name).strip("_") or "filter")
+    return clean
+
+
 # DuckDB type names of the fixed columns (for the empty-store view)
 DUCKDB_TYPES: dict[str, str] = {
     "string": "VARCHAR",

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, int_range, parse
 
 DEFAULT_RAY_TMP = "benchmark/ray"
@@ -195,7 +196,20 @@ def _run_parser() -> argparse.ArgumentParser:
                    "out_dir); on a multi-node cluster a path every node can read")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
     p.add_argument("--num-cpus", type=int_range(1), default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--parity", choices=POLICIES, default="fallback",
+                   help="the parity gate (grid/check/gate.py): a fused mixer trains only after it matched its "
+                        "reference at the trial's shape and dtype on this host (cached per host and versions). "
+                        "fallback (default): train the reference backend instead; stop: the trial stops; off: no "
+                        "check. Rows record parity_gate and parity_detail")
     return p
+
+
+def parity_env(policy: str) -> dict[str, str]:
+    """The parity-gate policy (and cache location, when set) for the Ray workers."""
+    env = {POLICY_ENV: policy}
+    if CACHE_ENV in os.environ:
+        env[CACHE_ENV] = os.environ[CACHE_ENV]
+    return env
 
 
 def run_main(argv: list[str] | None = None) -> int:
@@ -302,7 +316,8 @@ def run_main(argv: list[str] | None = None) -> int:
                              storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
                              num_gpus=None if args.address else n_gpu,
                              num_cpus=None if args.address else (args.num_cpus or os.cpu_count() or 1),
-                             max_failures=args.max_failures, force=args.force, max_concurrent=max_concurrent)
+                             max_failures=args.max_failures, force=args.force, max_concurrent=max_concurrent,
+                             ray_init_kwargs={"runtime_env": {"env_vars": parity_env(args.parity)}})
     finally:
         if started_ray:
             ray.shutdown()

@@ -53,6 +53,15 @@ class Attention(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent RoPE table in place (a loader that materialises modules from the meta
+        device, as transformers' from_pretrained does, leaves it uninitialised: grid/export)."""
+        if self.rope_theta is not None:
+            cos, sin = rope_table(ROPE_TABLE_POSITIONS, self.head_dim, self.rope_theta)
+            self.rope_cos.copy_(cos.to(self.rope_cos.device))
+            self.rope_sin.copy_(sin.to(self.rope_sin.device))
+
     def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
@@ -106,6 +115,12 @@ def _build(impl: str):
     return build
 
 
+def _fla_kwargs(d: int, kw: dict) -> dict:
+    """Keyword arguments of fla's Attention layer for these kwargs (heads resolved as our layer does)."""
+    h = kw.get("num_heads") or default_heads(d)
+    return {**kw, "num_heads": h, "num_kv_heads": kw.get("num_kv_heads") or h}
+
+
 def _avg_keys(context: int, window: int | None) -> float:
     """Mean number of keys a causal query sees over positions 1..context."""
     if window is None or window >= context:
@@ -140,6 +155,7 @@ register(MixerSpec(
     mix_flops=_flops,
     fused=_build("sdpa"),
     reference=_build("math"),
+    fla_kwargs=_fla_kwargs,
     fused_needs_cuda=False,
     fused_needs_fla=False,
     hybrid_ok=False,

@@ -254,6 +254,7 @@ register(MixerSpec(
     mix_flops=_flops,
     fused=_fused,
     reference=_reference,
+    fla_kwargs=_resolve,
     gated_chunk_bwd=False,  # chunk_delta_rule calls chunk_bwd_dqkwg with g=None: not affected
     # num_heads is not a width knob here (it only resizes b_proj): sizing varies the key/value widths
     size_knobs={"expand_k": (0.5, 1.0), "expand_v": (0.5, 1.0, 2.0)},

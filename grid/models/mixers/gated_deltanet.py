@@ -182,6 +182,7 @@ register(MixerSpec(
     mix_flops=_flops,
     fused=_fused,
     reference=_reference,
+    fla_kwargs=_resolve,
     gated_chunk_bwd=True,  # chunk_gated_delta_rule_bwd -> chunk_bwd_dqkwg(..., g=g)
     # head_dim stays at its (power-of-two) default during sizing; pass it explicitly to change it
     size_knobs={"num_heads": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16), "expand_v": (1.0, 2.0)},

@@ -366,6 +366,7 @@ register(MixerSpec(
     mix_flops=_flops,
     fused=_fused,
     reference=_reference,
+    fla_kwargs=_resolve,
     gated_chunk_bwd=False,  # chunk_gla has its own backward; it never calls common chunk_bwd_dqkwg
     size_knobs={"expand_k": (0.25, 0.5, 0.75, 1.0), "expand_v": (0.5, 0.75, 1.0, 1.5, 2.0)},
     notes="fla runs its fused-recurrent kernel for T <= 64 and the chunk kernel above (same function)",

@@ -1,0 +1,1 @@
+"""Trained LM trials as transformers model folders (see grid/export/hf.py)."""
