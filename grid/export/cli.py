@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from grid.cliargs import StrictParser
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
     from grid.run.grid_cli import DEFAULT_RAY_TMP  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m grid export", allow_abbrev=False,
+    p = StrictParser(prog="python -m grid export",
                                 description="Write a finished LM trial as a transformers model folder.")
     p.add_argument("trial_key", help="the trial's trial_key (python -m grid results show --suite lm)")
     p.add_argument("out_dir", help="new (or empty) folder to write")

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from grid.cliargs import StrictParser
+
 _TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -62,10 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
     from grid.run.grid_cli import DEFAULT_RAY_TMP  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m grid eval", allow_abbrev=False,
+    p = StrictParser(prog="python -m grid eval",
                                 description="Evaluate a trained LM trial with an external harness.")
     sub = p.add_subparsers(dest="harness", required=True)
-    le = sub.add_parser("lm-eval", allow_abbrev=False, help="lm-evaluation-harness (lm_eval.simple_evaluate)")
+    le = sub.add_parser("lm-eval", help="lm-evaluation-harness (lm_eval.simple_evaluate)")
     le.add_argument("trial_key", help="the LM trial to evaluate (python -m grid results show --suite lm)")
     le.add_argument("--tasks", required=True, type=_tasks, help="comma-separated harness task names")
     le.add_argument("--num-fewshot", type=_non_negative, default=None, help="few-shot examples (default: the task's)")

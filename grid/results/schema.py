@@ -43,6 +43,7 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     "started_at": TIMESTAMP,
     "finished_at": TIMESTAMP,
     "attempt": pa.int64(),
+    "segments": pa.int64(),
     "gpu_index": pa.string(),
     **{name: pa.string() for name in PROVENANCE_COLUMNS},
 }

@@ -115,7 +115,7 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
     are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
     belongs to it) as each member finishes; `on_progress(tracker)`, also there, every
     `progress_every_s` seconds with the pack's combined progress (grid.run.trainable.ProgressTracker)."""
-    from grid.run.trainable import ProgressTracker, finish_row, utcnow_iso  # noqa: PLC0415
+    from grid.run.trainable import ProgressTracker, Segments, finish_row, utcnow_iso  # noqa: PLC0415
 
     done = done or {}
     rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
@@ -137,12 +137,13 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
     def attempts(i: int, member) -> None:
         for attempt in range(1, retries + 2):
             t0, started = time.time(), utcnow_iso()
-            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt}
+            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt,
+                     "prior_wall_s": 0.0, "segments": 1}
             ctx = MemberContext(member, head.get("gpu_index"))
             trackers[i] = ctx.progress
             try:
-                with _member_stream():
-                    rows[i] = finish_row(member, ctx, mhead, t0)
+                with _member_stream():  # a deterministic error comes back as an error row: no retry
+                    rows[i] = finish_row(member, ctx, mhead, Segments(0.0, started, 1))
                 return
             except Exception as exc:  # noqa: BLE001 - one member's failure must not take the pack down
                 rows[i] = {**mhead, "status": "error", "wall_s": time.time() - t0, "finished_at": utcnow_iso(),
@@ -215,7 +216,7 @@ def restored_rows(directory: str | Path) -> dict[str, dict[str, Any]]:
 def pack_status(rows: list[dict[str, Any]]) -> str:
     """The pack's status on the progress line (its runs are counted there too): ok when every member
     is ok, error when every member failed, else partial."""
-    statuses = [r.get("status") for r in rows]
+    statuses = [r.get("status") for r in rows if r.get("status") != "stored"]  # stored: not run (ledger.py)
     if not statuses or all(s == "error" for s in statuses):
         return "error"
     return "ok" if all(s == "ok" for s in statuses) else "partial"
