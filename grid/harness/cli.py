@@ -61,8 +61,7 @@ def _device(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from grid.export.hf import FORMATS  # noqa: PLC0415
-    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
-    from grid.run.grid_cli import DEFAULT_RAY_TMP  # noqa: PLC0415
+    from grid import paths  # noqa: PLC0415
 
     p = StrictParser(prog="python -m grid eval",
                                 description="Evaluate a trained LM trial with an external harness.")
@@ -78,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     le.add_argument("--format", choices=FORMATS, default="lingrid",
                     help="export format the harness loads (default lingrid: our own stack, exactly what was trained)")
     le.add_argument("--seed", type=_non_negative, default=0, help="the harness's random seeds")
-    le.add_argument("--results", default=os.environ.get("LINGRID_STORE", DEFAULT_STORE), metavar="DIR")
-    le.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, metavar="DIR",
+    le.add_argument("--results", default=paths.store(), metavar="DIR")
+    le.add_argument("--ray-tmp-path", default=paths.ray_tmp(), metavar="DIR",
                     help="where `grid run` kept its Tune experiments (the checkpoints)")
     le.add_argument("--checkpoint", default=None, metavar="PATH", help="a train_state.pt to use instead")
     return p
