@@ -19,6 +19,9 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find `grid` from anywhere
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
+
 # what torch and the lingrid GPU bundle bring along (present on the GPU host); missing ones are skipped
 DEFAULT_PACKAGES = ["torch", "triton", "numpy", "sympy", "networkx", "jinja2", "transformers", "tokenizers",
                     "huggingface_hub", "ray", "fla", "pydantic", "yaml", "pandas", "pyarrow", "duckdb", "einops"]
@@ -51,7 +54,7 @@ def _size(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p = StrictParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="folder to create (e.g. benchmark/corpus)")
     p.add_argument("--packages", nargs="+", default=DEFAULT_PACKAGES, help="import names to link")
     args = p.parse_args(argv)

@@ -15,6 +15,9 @@ import sys
 
 import pandas as pd
 
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))  # find `grid` from anywhere
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
+
 
 def allowed(lm: pd.DataFrame, bench: dict[str, float], n_layers: int) -> pd.DataFrame:
     """Rows per non-attention mixer: measured and allowed tokens/s and their ratio."""
@@ -33,7 +36,7 @@ def allowed(lm: pd.DataFrame, bench: dict[str, float], n_layers: int) -> pd.Data
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = StrictParser(description=__doc__.split("\n\n")[0])
     p.add_argument("lm_rows", help="CSV of LM trial rows (columns mixer, compiled, tokens_per_s)")
     p.add_argument("bench", nargs="+", help="`grid bench mixers --json` outputs")
     p.add_argument("--seq-len", type=int, default=2048)

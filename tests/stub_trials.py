@@ -105,3 +105,33 @@ def group_fails_after_first(configs, contexts, on_done):
     """A group function that finishes member 0, then raises: the others must run in threads."""
     on_done(0, {"score": -1.0})
     raise RuntimeError("group_fails_after_first: cannot batch these")
+
+def slow_flaky_trial(config, ctx):
+    """Like flaky_trial, but each attempt takes config['sleep_s'] first: the row's wall_s must sum both."""
+    time.sleep(float(config["sleep_s"]))
+    return flaky_trial(config, ctx)
+
+
+def config_error_trial(config, ctx):
+    """A deterministic build error (the model code refuses the config): must not be retried."""
+    from grid.models.errors import ConfigError  # noqa: PLC0415
+
+    with open(config["log"], "a") as f:
+        f.write("ran\n")
+    raise ConfigError("mixer_kwargs.num_heads", "two", ["an int"])
+
+
+def logged_trial(config, ctx):
+    """Logs each execution (and whether the store already had this trial's row: a re-run) and sleeps."""
+    store = Path(config["store"])
+    rerun = any(store.glob(f"suite=*/grid=*/{ctx.trial_key}.parquet"))
+    with open(config["log"], "a") as f:
+        f.write(f"{ctx.trial_key} {os.getpid()} {'RERUN' if rerun else 'run'}\n")
+    steps = int(config.get("steps", 2))
+    for i in range(steps):
+        time.sleep(float(config.get("sleep_s", 1.0)) / steps)
+        ckpt = Path(config["ckpt_root"]) / f"{ctx.trial_key}-{os.getpid()}-{i}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "step.txt").write_text(str(i))
+        ctx.report({"step": i}, checkpoint_dir=str(ckpt))
+    return {"score": 1.0}

@@ -92,23 +92,24 @@ def fake_client(monkeypatch):
     return FakeJobClient
 
 
-def test_submit_sends_run_command_with_profile_runtime_env(fake_client, capsys):
+def test_submit_builds_the_run_command_with_profile_runtime_env():
+    """What the job runs (the submission itself is tested against a real cluster in tests/test_cluster.py)."""
     from grid.envprofile import load_profile
+    from grid.run.grid_cli import _submit_parser, build_job
 
-    rc = submit_main(["configs/grids/quickstart.yaml", "--address", "http://head:8265", "--env-profile", "current",
-                      "--results", "/shared/results", "--ray-tmp-path", "/shared/ray", "--max-failures", "2"])
-    assert rc == 0, capsys.readouterr().err
-    (_, address), (_, kw) = fake_client.calls
-    assert address == "http://head:8265"
-    assert kw["entrypoint"] == ("python -m grid run configs/grids/quickstart.yaml --address auto --max-failures 2 "
-                                "--results /shared/results --ray-tmp-path /shared/ray")
-    env = kw["runtime_env"]
+    args = _submit_parser().parse_args(["configs/grids/quickstart.yaml", "--address", "http://head:8265",
+                                        "--env-profile", "current", "--results", "/shared/results",
+                                        "--ray-tmp-path", "/shared/ray", "--max-failures", "2"])
+    spec, entrypoint, env, profile = build_job(args)
+    assert entrypoint == ("python -m grid run configs/grids/quickstart.yaml --address auto --max-failures 2 "
+                          "--results /shared/results --ray-tmp-path /shared/ray")
     assert env["working_dir"] == str(REPO) and env["excludes"] == SUBMIT_EXCLUDES
     assert "benchmark/" in env["excludes"] and ".git" in env["excludes"]
-    profile = load_profile("current")
-    assert env["pip"] == list(profile.requirements) and env["env_vars"] == {"LINGRID_ENV_PROFILE": "current"}
-    out = capsys.readouterr().out
-    assert "raysubmit_fake123" in out and "ray job logs --address http://head:8265 --follow raysubmit_fake123" in out
+    assert env["pip"] == list(load_profile("current").requirements)
+    assert env["env_vars"] == {"LINGRID_ENV_PROFILE": "current"}
+    # the defaults: storage every node reaches (checked on the cluster), never the job's working dir
+    _, entrypoint, _, _ = build_job(_submit_parser().parse_args(["configs/grids/quickstart.yaml", "--address", "x"]))
+    assert "--results '~/lingrid/results' --ray-tmp-path '~/lingrid/ray'" in entrypoint
 
 
 def test_submit_validates_before_contacting_the_cluster(fake_client, tmp_path, capsys):
@@ -128,6 +129,10 @@ def test_submit_validates_before_contacting_the_cluster(fake_client, tmp_path, c
     broken.write_text(quick.replace('hybrid: [pure, "3:1"]', 'hybrid: [pure, "9:1"]'))
     assert submit_main([str(broken), "--address", "http://h:8265"]) == 2
     assert "9:1" in capsys.readouterr().err
+    for flag in ("--results", "--ray-tmp-path", "--data-dir"):  # a relative path would land in the working dir
+        assert submit_main(["configs/grids/quickstart.yaml", "--address", "http://h:8265", flag, "rel/dir"]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "absolute" in err and len(err.strip().splitlines()) == 1
     assert fake_client.calls == []
 
 

@@ -54,9 +54,14 @@ def test_bad_sql_exit_code_2_no_traceback(store, capsys):
 
 
 def test_empty_store_query(tmp_path, capsys):
-    assert main(["query", "SELECT * FROM results", "--store", str(tmp_path / "none"), "--format", "csv"]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main(["query", "SELECT * FROM results", "--store", str(tmp_path / "empty"), "--format", "csv"]) == 0
     header = capsys.readouterr().out.strip().split(",")
     assert header[:4] == ["trial_key", "suite", "grid", "status"]
+    # a store that is not there is a typo, not an empty table (issue 21: it used to print 0 rows)
+    assert main(["query", "SELECT * FROM results", "--store", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--store" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 def test_module_entry_point_is_light(store):

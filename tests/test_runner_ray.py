@@ -63,8 +63,17 @@ def test_resubmission_skips_finished_and_force_reruns(tmp_path, capsys):
     forced = run_trials(trials, force=True, progress=False, **kw)
     assert (forced.n_skipped, forced.n_ok) == (0, 2)
     df = store.df().set_index("trial_key")
-    assert len(df) == 3  # overwritten, not duplicated
+    assert len(df) == 3  # replaced, not duplicated ...
     assert all(df.loc[k, "finished_at"] > stamps[k] for k in stamps.index)
+    hist = store.query("SELECT trial_key, finished_at FROM history").set_index("trial_key")["finished_at"]
+    assert hist.sort_index().tolist() == stamps.sort_index().tolist()  # ... and the old rows kept (issue 21)
+
+    # the same trials under a renamed grid are the same trials: nothing runs, no duplicate key (issue 21)
+    renamed = [_trial("ok_trial", grid="renamed", x=i, steps=1) for i in range(2)]
+    assert [t.trial_key for t in renamed] == [t.trial_key for t in trials]
+    again = run_trials(renamed, progress=False, **kw)
+    assert (again.n_skipped, again.n_ok, again.experiment_path) == (2, 0, None)
+    assert store.query("SELECT count(*) AS n FROM results")["n"][0] == 3
 
 
 def test_retry_then_ok_and_permanent_error(tmp_path):
@@ -87,3 +96,23 @@ def test_retry_then_ok_and_permanent_error(tmp_path):
     d = df.loc[diverging.trial_key]
     assert d.status == "diverged" and d.mixer == "gla" and d.loss != d.loss  # NaN kept
     assert s.statuses[broken.trial_key] == "error"
+
+
+def test_wall_s_sums_segments_and_build_errors_are_not_retried(tmp_path):
+    """Defects (issue 21): a resumed trial's wall_s covered only its last segment; a deterministic build error
+    was retried."""
+    store = ResultsStore(tmp_path / "store")
+    log = tmp_path / "runs.log"
+    seg = _trial("slow_flaky_trial", marker=str(tmp_path / "marker"), ckpt_dir=str(tmp_path / "ckpt"), sleep_s=1.5)
+    bad = _trial("config_error_trial", log=str(log))
+    s = run_trials([seg, bad], store=store, experiment="segments", storage_dir=tmp_path / "ray", max_failures=2,
+                   progress=False)
+    assert (s.n_ok, s.n_failed) == (1, 1)
+    df = store.df().set_index("trial_key")
+    r = df.loc[seg.trial_key]
+    assert r.status == "ok" and r.attempt == 2 and r.segments == 2 and r.resumed_from == "step=1"
+    assert r.wall_s >= 3.0  # both 1.5 s segments, not only the last
+    assert (r.finished_at - r.started_at).total_seconds() >= 3.0  # started_at is the first segment's start
+    e = df.loc[bad.trial_key]
+    assert e.status == "error" and e.attempt == 1 and "not retried" in e.error and "num_heads" in e.error
+    assert log.read_text().splitlines() == ["ran"]  # one execution, although max_failures=2

@@ -6,19 +6,22 @@ import sys
 
 from evals.mad.protocols import PROTOCOLS
 from grid import paths
+from grid.cliargs import StrictParser, int_range, parse
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.mad")
+    p = StrictParser(prog="python -m evals.mad")
     sub = p.add_subparsers(dest="cmd", required=True)
     lb = sub.add_parser("leaderboard", help="MAD table (six task scores and their mean) per architecture")
     lb.add_argument("--results", default=paths.store(), help="results store (default: $LINGRID_STORE or "
                     "<repository>/benchmark/results)")
-    lb.add_argument("--epochs", type=int, default=None, help="only rows run for this many epochs (default: all; "
-                                                             "one table per protocol)")
+    lb.add_argument("--epochs", type=int_range(1), default=None, help="only rows run for this many epochs (default: "
+                                                                     "all; one table per protocol)")
     lb.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
                     help="only rows of this MAD protocol (default: every protocol, one table each)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 

@@ -22,6 +22,7 @@ import numpy as np
 from evals.mad.settings import MADSetting, all_settings
 from grid.paths import data_root
 from evals.mad.tasks import generate_split
+from grid.cliargs import StrictParser, fail, int_range, parse
 
 SPLITS = ("train", "test")
 FILES = ("inputs.npy", "targets.npy")
@@ -160,20 +161,22 @@ def ensure_all(settings: list[MADSetting], root: str | Path = DEFAULT_ROOT, jobs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.mad.data", description=__doc__.split("\n")[0])
+    parser = StrictParser(prog="python -m evals.mad.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate missing MAD setting directories")
     gen.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                      help="task names or codes (CR NR FR M C SC); default all")
     gen.add_argument("--settings", choices=("baseline", "all"), default="all")
     gen.add_argument("--root", type=Path, default=DEFAULT_ROOT)
-    gen.add_argument("--jobs", type=int, default=1, help="settings generated in parallel processes")
-    args = parser.parse_args(argv)
+    gen.add_argument("--jobs", type=int_range(1), default=1, help="settings generated in parallel processes")
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
 
     try:
         settings = all_settings(args.tasks, which=args.settings)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError) as exc:
+        return fail(str(exc))
     ensure_all(settings, args.root, max(1, args.jobs), log=lambda m: print(m, flush=True))
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from evals.mad.protocols import DEFAULT_PROTOCOL, LEGACY_PROTOCOL, PROTOCOLS
 from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
+from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
 
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
@@ -30,16 +31,16 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
         from evals.mad.arch import arch_entry  # noqa: PLC0415
 
         description += f" Architecture {default_arch!r}: {arch_entry(default_arch)['source']}"
-    p = argparse.ArgumentParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
-                                description=description)
+    p = StrictParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
+                     description=description)
     p.add_argument("--arch", default=default_arch, required=default_arch is None,
                    help="architecture name in configs/mad/architectures.yaml")
-    p.add_argument("--model-id", default=None, help="label in tables (default: the arch name; no '_')")
-    p.add_argument("--n-gpu", type=int, default=1, help="GPUs to use (0 or no GPU present: CPU)")
-    p.add_argument("--n-tasks-gpu", type=int, default=2, help="runs sharing one GPU (each gets 1/k of it)")
+    p.add_argument("--model-id", type=non_empty("label"), default=None, help="label in tables (default: the arch name; no '_')")
+    p.add_argument("--n-gpu", type=int_range(0), default=1, help="GPUs to use (0 or no GPU present: CPU)")
+    p.add_argument("--n-tasks-gpu", type=int_range(1), default=2, help="runs sharing one GPU (each gets 1/k of it)")
     p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), help="Ray Tune experiment storage")
     p.add_argument("--data-path", default=paths.data_root(), help="MAD data root (mad-lab's on-disk format)")
-    p.add_argument("--num-workers", type=int, default=2, help="CPUs per run (and data-generation processes)")
+    p.add_argument("--num-workers", type=int_range(0), default=2, help="CPUs per run (and data-generation processes)")
     p.add_argument("--log-parameters", action="store_true", help="print parameter counts per task and exit")
     p.add_argument("--tasks", nargs="+", default=None, help="task names or codes (CR NR FR M C SC); default all")
     p.add_argument("--settings", choices=("baseline", "all"), default="all")
@@ -49,12 +50,12 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                    help="madlab (default): what mad-lab's code executes (constant lr, its init, its AutoEncoder); "
                         "cosine: mad-lab as its config describes it (lr cosine per epoch, the project's init). "
                         "Part of every trial key and row; tables never mix protocols (docs/mad.md)")
-    p.add_argument("--epochs", type=int, default=200, help="recorded; tables never mix protocols")
-    p.add_argument("--max-train-examples", type=int, default=None,
+    p.add_argument("--epochs", type=int_range(1), default=200, help="recorded; tables never mix protocols")
+    p.add_argument("--max-train-examples", type=int_range(1), default=None,
                    help="smoke runs on a CPU: train on the first N examples of each setting (recorded as a "
                         "separate protocol; never mixed with full runs in tables)")
-    p.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
-    p.add_argument("--wds", type=float, nargs="+", default=list(WDS))
+    p.add_argument("--lrs", type=float_range(0, lo_open=True), nargs="+", default=list(LRS))
+    p.add_argument("--wds", type=float_range(0), nargs="+", default=list(WDS))
     p.add_argument("--results", default=paths.store(), help="parquet results store (default: $LINGRID_STORE or "
                    "<repository>/benchmark/results)")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto or ray://...)")
@@ -90,7 +91,7 @@ def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
                         "versions, then cached). fallback (default): a failing mixer trains the reference backend; "
                         "stop: the run stops; off: no check. Rows record parity_gate and parity_detail")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row")
-    p.add_argument("--max-failures", type=int, default=1, help="retries per trial")
+    p.add_argument("--max-failures", type=int_range(-1), default=1, help="retries per trial (-1 = no limit)")
     return p
 
 
@@ -250,6 +251,23 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
             print(f"cannot score these rows: {exc}")
 
 
+def build_problem(args, settings) -> str | None:
+    """Why the architecture's backbone cannot be built on this machine (deterministic: refused before Ray)."""
+    from evals.mad.arch import arch_model_config  # noqa: PLC0415
+    from grid.run.preflight import backend_problems  # noqa: PLC0415
+
+    s = settings[0]
+    try:
+        cfg = arch_model_config(args.arch, s.vocab_size, s.seq_len, backend=args.backend)
+    except ValueError as exc:  # ConfigError / ValidationError from configs/mad/architectures.yaml
+        return f"--arch {args.arch}: {' '.join(str(exc).split())}"
+    problems = backend_problems([cfg])
+    if not problems:
+        return None
+    where = f"{args.gpus_found} GPU(s)" if args.gpus_found else "CPU"
+    return f"--arch {args.arch} cannot run here ({where}): {'; '.join(problems)}"
+
+
 def worker_env(autotune: str, parity: str = "fallback") -> dict[str, str]:
     """Environment of the Ray workers: the autotune and parity-gate policies, and fla's switch for caching
     its tuned choices on disk when the caller set one (grid bench mad --warm turns it off for a crowded pass)."""
@@ -268,30 +286,27 @@ def gpus_present() -> int:
 
 
 def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
-    args = build_parser(default_arch).parse_args(argv)
+    args = parse(build_parser(default_arch), argv)
+    if isinstance(args, int):
+        return args
     from evals.mad.arch import arch_names  # noqa: PLC0415
     from evals.mad.settings import all_settings  # noqa: PLC0415
 
     if args.arch not in arch_names():
-        print(f"error: --arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}", file=sys.stderr)
-        return 2
+        return fail(f"--arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}")
     args.model_id = args.model_id or args.arch.replace("_", "-")
     if "_" in args.model_id:
-        print(f"error: --model-id={args.model_id!r} must not contain '_' (mad-lab's run names split on it)",
-              file=sys.stderr)
-        return 2
+        return fail(f"--model-id={args.model_id!r} must not contain '_' (mad-lab's run names split on it)")
     try:
         settings = all_settings(args.tasks, which=args.settings)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        return fail(str(exc))
     if args.only:
         known = {s.setting_id for s in settings}
         unknown = [x for x in args.only if x not in known]
         if unknown:
-            print(f"error: --only {' '.join(unknown)}: no such setting among the {len(settings)} selected; "
-                  f"their ids: {', '.join(sorted(known))}", file=sys.stderr)
-            return 2
+            return fail(f"--only {' '.join(unknown)}: no such setting among the {len(settings)} selected; "
+                        f"their ids: {', '.join(sorted(known))}")
         settings = [s for s in settings if s.setting_id in args.only]
     if args.log_parameters:
         return log_parameters(args, settings)
@@ -304,7 +319,30 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
 
     from evals.mad.data import ensure_all  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
+    from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
     from grid.run.runner import run_trials  # noqa: PLC0415
+
+    try:  # every output path before any work (data generation included)
+        for flag, path in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path),
+                           ("--data-path", args.data_path)):
+            check_output_dir(flag, path)
+    except OutputPathError as exc:
+        return fail(str(exc))
+    if args.address is None:  # trials run here: a backbone this machine cannot build never starts
+        problem = build_problem(args, settings)
+        if problem:
+            return fail(problem)
+    else:  # a cluster: every node must reach the store, the Tune storage and the MAD data (read by trials)
+        import ray  # noqa: PLC0415
+
+        from grid.run.reach import cluster_problems  # noqa: PLC0415
+
+        if not ray.is_initialized():
+            ray.init(address=args.address, log_to_driver=False)
+        problem = cluster_problems({"--results": args.results, "--ray-tmp-path": args.ray_tmp_path,
+                                    "--data-path": args.data_path})
+        if problem:
+            return fail(problem)
 
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
@@ -329,6 +367,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
                          max_failures=args.max_failures, force=args.force,
                          ray_init_kwargs={"runtime_env": {"env_vars": worker_env(args.autotune, args.parity)}})
     print(f"trials: {summary.n_total} total, {summary.n_skipped} already in the store, {summary.n_ok} ok, "
-          f"{summary.n_failed} failed")
+          f"{summary.n_failed} failed, {len(summary.missing)} not run")
     print_table(args.results, args.model_id, args.epochs, args.max_train_examples or 0, args.protocol)
-    return 0 if summary.n_failed == 0 else 1
+    return 0 if summary.n_failed == 0 and not summary.missing else 1

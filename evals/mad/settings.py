@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from evals.mad.tasks import TASK_CODES
 
@@ -141,7 +141,16 @@ def _read_yaml(task: str, config_dir: str) -> dict:
     path = Path(config_dir) / f"{task}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"MAD task config not found: {path}")
-    doc = yaml.safe_load(path.read_text()) or {}
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (YAML) file") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    # an empty file must not silently run the defaults: the task's baseline is what it measures
+    if not isinstance(doc, dict) or not isinstance(doc.get("baseline"), dict) or not doc["baseline"]:
+        raise ValueError(f"{path}: baseline: a mapping of the task's fields is required (allowed top-level keys: "
+                         f"baseline, changes), got {doc!r:.80}")
     unknown = set(doc) - {"baseline", "changes"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: baseline, changes")
@@ -159,11 +168,21 @@ def load_task_settings(task: str, config_dir: str | Path | None = None) -> list[
     base = _baseline_fields(task, cdir)
     changes = _read_yaml(task, cdir).get("changes") or {}
 
-    out = [MADSetting(**base)]
+    def setting(fields: dict, where: str) -> MADSetting:
+        try:
+            return MADSetting(**fields)
+        except ValidationError as exc:
+            from grid.cliargs import validation_message  # noqa: PLC0415
+
+            raise ValueError(validation_message(exc, f"{task}.yaml: {where}")) from None
+
+    if not isinstance(changes, dict):
+        raise ValueError(f"{task}.yaml: changes must be a mapping of field -> list of values, got {changes!r:.80}")
+    out = [setting(base, "baseline")]
     for field, values in changes.items():
         if not isinstance(values, list):
             raise ValueError(f"{task}.yaml: changes.{field} must be a list of values, got {values!r}")
-        out += [MADSetting(**{**base, field: v}) for v in values]
+        out += [setting({**base, field: v}, f"changes.{field}") for v in values]
     return out
 
 

@@ -17,10 +17,11 @@ import argparse
 import sys
 
 from grid.analysis.data import NoResults, default_store
+from grid.cliargs import StrictParser, float_range, int_range, parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grid analyze",
+    p = StrictParser(prog="python -m grid analyze",
                                 description="Analyse LM trials in the results store: leaderboards, "
                                 "scaling fits, plots.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -31,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--grid", metavar="NAME", help="only trials of this grid (default: all grids)")
 
     def fit_opts(sp):
-        sp.add_argument("--points", type=int, default=64, metavar="N",
+        sp.add_argument("--points", type=int_range(2), default=64, metavar="N",
                         help="log-spaced compute grid points of the envelope (default 64)")
-        sp.add_argument("--skip-frac", type=float, default=0.0, metavar="F",
+        sp.add_argument("--skip-frac", type=float_range(0, 0.999999), default=0.0, metavar="F",
                         help="drop each curve's first fraction F of compute, e.g. warmup (default 0)")
         sp.add_argument("--per-trial-seeds", action="store_true",
                         help="treat seeds as separate envelope candidates instead of averaging them")
@@ -138,10 +139,9 @@ def _recall(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or bad arguments (2)
-        return int(exc.code or 0)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         if args.cmd == "scaling":
             return _scaling(args)

@@ -6,23 +6,26 @@ import json
 import sys
 
 from grid.textable import table
+from grid.cliargs import StrictParser, int_range, parse
 
 
 def mixers_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid bench mixers",
+    p = StrictParser(prog="python -m grid bench mixers",
                                 description="fwd+bwd tokens/s and peak memory per fused mixer layer (GPU)")
     p.add_argument("--mixers", nargs="*", help="registry names (default: every entry with a fused backend)")
-    p.add_argument("--d-model", type=int, default=1024)
-    p.add_argument("--seq-lens", type=int, nargs="*", default=[2048, 8192])
-    p.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens // seq_len)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--d-model", type=int_range(1), default=1024)
+    p.add_argument("--seq-lens", type=int_range(1), nargs="*", default=[2048, 8192])
+    p.add_argument("--tokens", type=int_range(1), default=16384, help="tokens per step (batch = tokens // seq_len)")
+    p.add_argument("--warmup", type=int_range(0), default=3)
+    p.add_argument("--iters", type=int_range(1), default=10)
     p.add_argument("--json", help="also write the rows as JSON")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--autotune", choices=("full", "first"), default="full",
                    help="full: Triton times every kernel config (the honest number, minutes of tuning per mixer); "
                         "first: the first config that runs, untuned (a lower bound, recorded in every row)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     import os  # noqa: PLC0415
 
     import torch  # noqa: PLC0415

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from grid.cliargs import StrictParser, int_range, parse
 
 from grid.paths import data_root
 
@@ -313,12 +314,12 @@ def warm_kernels(args, mad_main) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid bench mad")
+    p = StrictParser(prog="python -m grid bench mad")
     p.add_argument("--arch", default="gla")
-    p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8], help="runs per GPU to try")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--k", type=int_range(1), nargs="+", default=[1, 2, 4, 8], help="runs per GPU to try")
+    p.add_argument("--epochs", type=int_range(1), default=3)
     p.add_argument("--cuda-graph", choices=("on", "off"), default="on", help="passed to the MAD runs (recorded per k)")
-    p.add_argument("--pack", type=int, default=1,
+    p.add_argument("--pack", type=int_range(1), default=1,
                    help="runs per Ray trial (threads of one process; passed to the MAD runs, recorded per row). "
                         "Runs at once per GPU = k x pack")
     p.add_argument("--autotune", choices=("first", "full"), default="full", help="passed to the MAD runs (recorded)")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                         "and pack (their measured epoch time over their task's baseline epoch time), or a "
                         "scripts/gpu/profile_mad_step.py report (GPU time per step over the baseline's), replaces "
                         "the batch count ratio in the full-protocol estimate")
-    p.add_argument("--n-gpu", type=int, default=1)
+    p.add_argument("--n-gpu", type=int_range(0), default=1)
     p.add_argument("--data-path", default=data_root())
     p.add_argument("--json", default=None)
     p.add_argument("--from-json", nargs="+", default=None, metavar="REPORT",
@@ -350,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --from-json: use OTHER's epoch time (and, in 200-epoch reports, OTHER's runs) for TASK "
                         "in every row (e.g. CR=NR: same length and example counts, while CR's runs came first and paid "
                         "each fresh worker's kernel compile; CR=FR in a full-protocol report: as if CR never stopped early)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     if args.from_json:
         try:
             report = merge_reports([json.loads(Path(f).read_text()) for f in args.from_json])

@@ -6,12 +6,13 @@ import json
 import sys
 
 from grid.textable import table
+from grid.cliargs import StrictParser, parse
 
 BAD = {"FAIL", "ERROR"}
 
 
 def parity_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid check parity",
+    p = StrictParser(prog="python -m grid check parity",
                                 description="fused (fla) vs reference (PyTorch) outputs and gradients on this GPU")
     p.add_argument("--mixers", nargs="*", help="registry names (default: every entry with a fused backend)")
     p.add_argument("--dtypes", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
@@ -24,7 +25,9 @@ def parity_main(argv: list[str]) -> int:
                         "picks (see grid/models/autotune.py)")
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument("--markdown", action="store_true")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     import os  # noqa: PLC0415
 
     os.environ["LINGRID_AUTOTUNE"] = args.autotune  # read by grid.models.autotune (and recorded)

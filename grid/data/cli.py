@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from grid.cliargs import StrictParser, fail, parse
 from grid.data.manifest import DataDirError, read_manifest, summary_lines, verify
 from grid.data.sources import SourceError
 from grid.data.spec import DataSpecError, load_data_spec
@@ -12,7 +13,7 @@ from grid.data.tokenizer import TokenizerError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grid data", description="text sources -> tokenizer -> token shards")
+    p = StrictParser(prog="python -m grid data", description="text sources -> tokenizer -> token shards")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{prepare,show,verify}")
     pp = sub.add_parser("prepare", help="build the token shards of a data spec (reused when up to date)")
     pp.add_argument("spec", help="data spec YAML, e.g. configs/data/stdlib-bytes.yaml")
@@ -28,15 +29,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse(_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     if args.cmd == "prepare":
         from grid.data.prepare import PrepareError, prepare  # noqa: PLC0415  (show/verify stay light)
+        from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
 
         try:
-            manifest = prepare(load_data_spec(args.spec), out_dir=args.out, force=args.force, verbose=not args.quiet)
+            spec = load_data_spec(args.spec)
+            out = args.out if args.out is not None else spec.out_dir
+            if out is not None:
+                from pathlib import Path  # noqa: PLC0415
+
+                if Path(out).exists() and not Path(out).is_dir():
+                    raise OutputPathError(f"--out {out}: exists and is not a directory; give a directory for the "
+                                          "shards")
+                check_output_dir("--out", Path(out).parent)
+        except (DataSpecError, OutputPathError) as exc:
+            return fail(str(exc))
+        try:
+            manifest = prepare(spec, out_dir=args.out, force=args.force, verbose=not args.quiet)
         except (DataSpecError, DataDirError, SourceError, TokenizerError, PrepareError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2 if isinstance(exc, DataSpecError) else 1
+            return fail(str(exc), 2 if isinstance(exc, DataSpecError) else 1)
         print("\n".join(summary_lines(manifest)))
         return 0
     manifest = read_manifest(args.dir)

@@ -122,6 +122,8 @@ def check_existing(out_dir: Path, spec_hash: str, force: bool) -> dict[str, Any]
     """
     if not out_dir.exists():
         return None
+    if not out_dir.is_dir():  # never move a user's file aside to put shards there
+        raise DataDirError(f"{out_dir} exists and is not a directory; give a directory for the shards (--out DIR)")
     manifest = read_manifest(out_dir)
     if manifest is not None:
         if manifest.get("spec_hash") == spec_hash and not force:

@@ -195,6 +195,8 @@ def load_data_spec(path: str | Path) -> DataSpec:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise DataSpecError(f"cannot read data spec {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataSpecError(f"data spec {path} is not a text (YAML) file") from None
     except yaml.YAMLError as exc:
         raise DataSpecError(f"data spec {path} is not valid YAML: {exc}") from None
     return parse_data_spec(data, where=f"data spec {path}")

@@ -15,23 +15,24 @@ import os
 import sys
 from pathlib import Path
 
+from grid.cliargs import StrictParser
+
 
 
 def _parser() -> argparse.ArgumentParser:
     from grid.export.hf import FORMATS  # noqa: PLC0415
-    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
-    from grid.run.grid_cli import DEFAULT_RAY_TMP  # noqa: PLC0415
+    from grid import paths  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m grid export", allow_abbrev=False,
+    p = StrictParser(prog="python -m grid export",
                                 description="Write a finished LM trial as a transformers model folder.")
     p.add_argument("trial_key", help="the trial's trial_key (python -m grid results show --suite lm)")
     p.add_argument("out_dir", help="new (or empty) folder to write")
     p.add_argument("--format", choices=FORMATS, default="auto",
                    help="fla: fla's own model class; lingrid: our stack via trust_remote_code; auto: fla where exact")
-    p.add_argument("--results", default=os.environ.get("LINGRID_STORE", DEFAULT_STORE), metavar="DIR",
-                   help=f"results store holding the trial's row (default: $LINGRID_STORE or {DEFAULT_STORE})")
-    p.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, metavar="DIR",
-                   help=f"where `grid run` kept its Tune experiments (the checkpoints); default {DEFAULT_RAY_TMP}")
+    p.add_argument("--results", default=paths.store(), metavar="DIR",
+                   help="results store holding the trial's row (default: $LINGRID_STORE or <repository>/benchmark/results)")
+    p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), metavar="DIR",
+                   help="where `grid run` kept its Tune experiments (the checkpoints); default <repository>/benchmark/ray")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="a train_state.pt (or its folder) to use "
                    "instead of searching --ray-tmp-path")
     return p

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from grid.cliargs import StrictParser
+
 _TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -59,13 +61,12 @@ def _device(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from grid.export.hf import FORMATS  # noqa: PLC0415
-    from grid.results.cli import DEFAULT_STORE  # noqa: PLC0415
-    from grid.run.grid_cli import DEFAULT_RAY_TMP  # noqa: PLC0415
+    from grid import paths  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m grid eval", allow_abbrev=False,
+    p = StrictParser(prog="python -m grid eval",
                                 description="Evaluate a trained LM trial with an external harness.")
     sub = p.add_subparsers(dest="harness", required=True)
-    le = sub.add_parser("lm-eval", allow_abbrev=False, help="lm-evaluation-harness (lm_eval.simple_evaluate)")
+    le = sub.add_parser("lm-eval", help="lm-evaluation-harness (lm_eval.simple_evaluate)")
     le.add_argument("trial_key", help="the LM trial to evaluate (python -m grid results show --suite lm)")
     le.add_argument("--tasks", required=True, type=_tasks, help="comma-separated harness task names")
     le.add_argument("--num-fewshot", type=_non_negative, default=None, help="few-shot examples (default: the task's)")
@@ -76,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     le.add_argument("--format", choices=FORMATS, default="lingrid",
                     help="export format the harness loads (default lingrid: our own stack, exactly what was trained)")
     le.add_argument("--seed", type=_non_negative, default=0, help="the harness's random seeds")
-    le.add_argument("--results", default=os.environ.get("LINGRID_STORE", DEFAULT_STORE), metavar="DIR")
-    le.add_argument("--ray-tmp-path", default=DEFAULT_RAY_TMP, metavar="DIR",
+    le.add_argument("--results", default=paths.store(), metavar="DIR")
+    le.add_argument("--ray-tmp-path", default=paths.ray_tmp(), metavar="DIR",
                     help="where `grid run` kept its Tune experiments (the checkpoints)")
     le.add_argument("--checkpoint", default=None, metavar="PATH", help="a train_state.pt to use instead")
     return p

@@ -80,9 +80,9 @@ class GridSpec(BaseModel):
     data: str = Field(description="path to a data spec YAML (python -m grid data prepare)")
     env_profile: str | None = Field(None, description="configs/env/<name>.txt checked on every worker")
     architectures: list[ArchSpec] = Field(min_length=1)
-    hybrid: list[str | list[int]] = Field(default_factory=lambda: ["pure"])
+    hybrid: list[str | list[int]] = Field(default_factory=lambda: ["pure"], min_length=1)
     scales: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     recipe: Recipe = Field(default_factory=Recipe)
     evals: EvalsSpec | None = Field(None, description="recall evaluations every trial runs at its end "
                                     "(grid/lm/evals); none when absent")
@@ -128,6 +128,15 @@ def load_grid(path: str | Path) -> GridSpec:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise GridError(f"grid file {path} not found") from None
+    except UnicodeDecodeError:
+        raise GridError(f"grid file {path} is not a text (YAML) file") from None
+    except yaml.YAMLError as exc:
+        raise GridError(f"grid file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except IsADirectoryError:
+        raise GridError(f"grid file {path} is a directory; give a grid YAML file") from None
+    if not isinstance(raw, dict):
+        raise GridError(f"grid file {path}: expected a mapping of fields (name, data, architectures, scales, ...), "
+                        f"got {type(raw).__name__}")
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as exc:
@@ -138,16 +147,29 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _format(exc: ValidationError, path) -> str:
-    lines = [f"invalid grid {path}:"]
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        value = err.get("input")
-        shown = f" (value {value!r})" if not isinstance(value, (dict, list)) or loc else ""
-        lines.append(f"  {loc or '(top)'}: {msg}{shown}")
-    return "\n".join(lines)
+    from grid.cliargs import validation_message  # noqa: PLC0415
+
+    return validation_message(exc, f"invalid grid {path}")
+
+
+def _check_kwarg_types(arch: ArchSpec, spec) -> None:
+    """Each mixer_kwargs value has the type of the mixer's default (a name alone is checked by the registry)."""
+    for key, value in arch.mixer_kwargs.items():
+        default = spec.default_kwargs.get(key)
+        if default is None or value is None:
+            continue
+        want: tuple[type, ...]
+        if isinstance(default, bool):
+            want = (bool,)
+        elif isinstance(default, int):
+            want = (int,)
+        elif isinstance(default, float):
+            want = (int, float)
+        else:
+            want = (type(default),)
+        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+            raise GridError(f"architectures[{arch.name}].mixer_kwargs.{key}={value!r} is not allowed; allowed: "
+                            f"{' or '.join(t.__name__ for t in want)} (default {default!r} for mixer {arch.mixer!r})")
 
 
 def _hybrid_label(h) -> str:
@@ -174,7 +196,7 @@ def model_for(arch: ArchSpec, hybrid, scale: Scale, vocab_size: int, recipe: Rec
         kwargs.setdefault("num_heads", scale.num_heads)
     elif hybrid != "pure":
         attn_kwargs = {"num_heads": scale.num_heads}
-    get_mixer(arch.mixer, "architectures[].mixer")
+    _check_kwarg_types(arch, get_mixer(arch.mixer, "architectures[].mixer"))
     return ModelConfig(vocab_size=vocab_size, d_model=scale.d_model, n_layers=scale.n_layers, mixer=arch.mixer,
                        mixer_kwargs=kwargs, hybrid=hybrid, attn_kwargs=attn_kwargs,
                        ffn=FFNConfig(kind="swiglu", intermediate_size=scale.intermediate_size),
@@ -207,9 +229,15 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) 
                 except ValidationError as exc:
                     msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
                     raise GridError(f"{where}: {msgs}") from None
+                except GridError:
+                    raise
                 except ValueError as exc:
                     raise GridError(f"{where}: {exc}") from None
-                counts = account(build_for_counting(cfg)).summary() if count else {}
+                try:
+                    counts = account(build_for_counting(cfg)).summary() if count else {}
+                except Exception as exc:  # noqa: BLE001 - a layer that cannot be built: a config error, not a crash
+                    raise GridError(f"{where}: the model cannot be built with architectures[{arch.name}].mixer_kwargs "
+                                    f"{arch.mixer_kwargs}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
                 for seed in spec.seeds:
                     config = {"suite": "lm", "model": cfg.model_dump(mode="json"), "train": train,
                               "recipe": spec.recipe.model_dump(mode="json"), "data_hash": data_hash,

@@ -152,11 +152,14 @@ def trial_memory_gib(t: LMTrial) -> float | None:
 
 
 def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, *, n_gpu: int,
-                   gpu_memory_gib: float | None = None) -> tuple[list, int | None, list[str]]:
+                   gpu_memory_gib: float | None = None, data_spec: dict[str, Any] | None = None
+                   ) -> tuple[list, int | None, list[str]]:
     """(TrialSpecs, max_concurrent or None, notes) for running `trials` with `n_gpu` GPUs in the cluster.
 
     Each trial's GPU share comes from the resources policy (grid/run/resources.py: tiny models share
-    a GPU, `resources.gpus_per_trial` overrides); `gpu_memory_gib` is one GPU's memory (None: unknown)."""
+    a GPU, `resources.gpus_per_trial` overrides); `gpu_memory_gib` is one GPU's memory (None: unknown).
+    With `data_spec` (a DataSpec dump), each trial prepares the shards on the node it runs on
+    (grid/data/cache.py) instead of reading `data_dir`: a cluster without shared storage."""
     import os  # noqa: PLC0415
 
     from grid.run.resources import AUTOTUNE_ENV, decide  # noqa: PLC0415
@@ -171,6 +174,8 @@ def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, 
     out = []
     for t in trials:
         extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
+        if data_spec is not None:
+            extras.update(data_local=True, data_spec=data_spec)
         nonemb = t.counts.get("non_embedding_params")
         d = decide(max(n_gpu, 0), asked=res.gpus_per_trial, memory_gib=trial_memory_gib(t),
                    non_embedding_params=None if nonemb is None else int(nonemb), gpu_memory_gib=gpu_memory_gib,

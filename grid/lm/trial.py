@@ -2,7 +2,8 @@
 
 `config` is `LMTrial.config` (model, resolved train block, recipe, data_hash, seed, env_profile:
 everything `trial_key` hashes) plus extras that do not change the result (NOT_HASHED):
-`data_dir` (absolute path of the prepared token shards), `ddp` ({"workers": k, "use_gpu": bool,
+`data_dir` (absolute path of the prepared token shards), `data_local` + `data_spec` (on a cluster
+without shared storage: prepare the shards in this node's cache, grid/data/cache.py), `ddp` ({"workers": k, "use_gpu": bool,
 "cpus_per_worker": c} for a data-parallel trial, see grid/lm/ddp.py) and `ddp_storage`.
 
 Recipe, on the one training core (grid.train.loop.train):
@@ -45,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-NOT_HASHED = ("data_dir", "ddp", "ddp_storage")
+NOT_HASHED = ("data_dir", "data_local", "data_spec", "ddp", "ddp_storage")
 CURVE_PREFIX = "curve/"  # = grid.run.callbacks.CURVE_PREFIX (not imported: that module imports Ray)
 FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run
 SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
@@ -53,6 +54,12 @@ SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
 
 class LMTrialError(RuntimeError):
     pass
+
+
+def _permanent():
+    from grid.run.trainable import PermanentError  # noqa: PLC0415
+
+    return PermanentError
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -244,6 +251,13 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     device = device if device is not None else default_device()
     reset_peak_memory(device)
     data_dir = config.get("data_dir")
+    if config.get("data_local"):  # a cluster node: the shards are built here from the spec (grid/data/cache.py)
+        from grid.data.cache import ensure_local  # noqa: PLC0415
+
+        try:
+            data_dir = ensure_local(config["data_spec"], config.get("data_hash"))["dir"]
+        except ValueError as exc:  # this node's data differs: another attempt cannot fix that
+            raise _permanent()(str(exc)) from None
     if not data_dir:
         raise LMTrialError("config has no data_dir (the prepared token shards; `python -m grid run` sets it)")
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")

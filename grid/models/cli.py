@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from grid.textable import table
+from grid.cliargs import StrictParser, float_range, parse
 
 
 def _list(_args) -> int:
@@ -78,17 +79,19 @@ def _size(args) -> int:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m grid models", description="the mixer registry and model accounting")
+    p = StrictParser(prog="python -m grid models", description="the mixer registry and model accounting")
     sub = p.add_subparsers(dest="cmd")
     sub.add_parser("list", help="registry entries and the backends available on this machine")
     d = sub.add_parser("describe", help="layer table and parameter/state/FLOP counts of a model config")
     d.add_argument("config")
     s = sub.add_parser("size", help="pick mixer knobs to match a target non-embedding parameter count")
     s.add_argument("config")
-    s.add_argument("--target", required=True, help="non-embedding parameters, e.g. 3.08e8")
-    s.add_argument("--tolerance", type=float, default=0.02)
+    s.add_argument("--target", required=True, type=float_range(1), help="non-embedding parameters, e.g. 3.08e8")
+    s.add_argument("--tolerance", type=float_range(0, 1, lo_open=True), default=0.02)
     s.add_argument("--vary-depth", action="store_true")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     try:
         return {"describe": _describe, "size": _size}.get(args.cmd, _list)(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -2,15 +2,24 @@
 
     python -m grid results query "SELECT mixer, avg(test_acc) FROM results GROUP BY 1" [--store|--results DIR] [--format table|csv|json]
     python -m grid results show [--suite S] [--grid G] [--status ok] [--store DIR] [--limit N] [--columns A,B | --all]
+    python -m grid results check [--store DIR] [--quarantine]
 
-Views: `results` (one row per trial) and `curves` (per-step rows, when trials wrote any).
-Exit codes: 0 ok, 2 bad SQL / bad arguments (DuckDB's message on stderr, no traceback).
+Views: `results` (one row per trial), `curves` (per-step rows, when trials wrote any) and
+`history` (rows that a later write of the same trial replaced, e.g. with --force).
+`query` is read-only (grid/results/readonly.py): one SELECT; statements that write files, attach
+databases or read outside the store are refused.
+Exit codes: 0 ok, 1 `check` found problems, 2 bad SQL / bad arguments / no such store (one line on
+stderr, no traceback).
 Imports only pandas / pyarrow / duckdb (never torch), so it starts fast.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from grid.cliargs import StrictParser, fail, int_range, non_empty, parse
+
 
 def _default_store() -> str:
     from grid.paths import store  # noqa: PLC0415
@@ -19,10 +28,10 @@ def _default_store() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grid results", description="Query the parquet results store (DuckDB).")
+    p = StrictParser(prog="python -m grid results", description="Query the parquet results store (DuckDB).")
     sub = p.add_subparsers(dest="cmd", required=True)
-    q = sub.add_parser("query", help="run SQL over the views `results` and `curves`")
-    q.add_argument("sql", help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
+    q = sub.add_parser("query", help="run one read-only SELECT over the views `results`, `curves` and `history`")
+    q.add_argument("sql", type=non_empty("SQL statement"), help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
     q.add_argument("--store", "--results", dest="store", default=_default_store(), help="store directory (default: $LINGRID_STORE or <repository>/benchmark/results)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s = sub.add_parser("show", help="a table per suite: identity, status, main metrics (--columns, --all for more)")
@@ -30,11 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--suite")
     s.add_argument("--grid")
     s.add_argument("--status", help="only rows with this status (ok, diverged, nan, error, skipped)")
-    s.add_argument("--limit", type=int, default=200, help="at most this many rows (default 200; 0 = all)")
+    s.add_argument("--limit", type=int_range(0), default=200, help="at most this many rows (default 200; 0 = all)")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--columns", default=None, metavar="A,B,...", help="show these columns (comma-separated) "
                    "instead of the suite's usual ones")
     s.add_argument("--all", action="store_true", help="every non-empty column (wide)")
+    c = sub.add_parser("check", help="list unreadable files, stray temp files and trial keys stored twice")
+    c.add_argument("--store", "--results", dest="store", default=_default_store())
+    c.add_argument("--quarantine", action="store_true", help="move unreadable files to STORE/quarantine/, remove "
+                   "abandoned temp files, keep only the newest row of a trial_key (the others go to history/)")
     return p
 
 
@@ -78,24 +91,36 @@ def _show(store, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return int(exc.code or 0)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
+    if not Path(args.store).is_dir():
+        what = "is not a directory" if Path(args.store).exists() else "does not exist"
+        return fail(f"--store {args.store} {what}: give the results store directory (default: $LINGRID_STORE or "
+                    f"{_default_store()})")
+    if args.cmd == "check":
+        from grid.results.check import check_store, quarantine  # noqa: PLC0415
+
+        report = quarantine(args.store) if args.quarantine else check_store(args.store)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
 
     import duckdb
 
+    from grid.results.readonly import ReadOnlyError, query_readonly
     from grid.results.store import ResultsStore
 
     store = ResultsStore(args.store)
     try:
         if args.cmd == "query":
-            _render(store.query(args.sql), args.format)
+            df = query_readonly(store, args.sql)
+            _render(df, args.format)
         else:
             return _show(store, args)
+    except ReadOnlyError as exc:
+        return fail(str(exc))
     except duckdb.Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except BrokenPipeError:  # `... | head`
         return 0
     return 0

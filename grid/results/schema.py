@@ -47,6 +47,7 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     "started_at": TIMESTAMP,
     "finished_at": TIMESTAMP,
     "attempt": pa.int64(),
+    "segments": pa.int64(),
     "gpu_index": pa.string(),
     "exec_path": pa.string(),
     "exec_members": pa.int64(),

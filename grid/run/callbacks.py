@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
+from grid.run.ledger import STORED_FLAG
 from grid.run.trainable import (CURVE_PREFIX, MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
                                  TRIAL_KEY)
 
@@ -64,6 +65,7 @@ def build_row(spec, payload: dict[str, Any], *, attempt: int | None, experiment:
         "started_at": payload.get("started_at"),
         "finished_at": payload.get("finished_at") or _now_iso(),
         "attempt": attempt,
+        "segments": payload.get("segments"),
         "gpu_index": payload.get("gpu_index"),
         "exec_path": payload.get("exec_path"),
         "exec_members": payload.get("exec_members"),
@@ -84,6 +86,7 @@ class StoreCallback(Callback):
         self.store = store
         self.experiment = experiment
         self.written: dict[str, str] = {}
+        self.already_stored: set[str] = set()  # trials a restored experiment held that the store had (ledger.py)
         self.write_errors: dict[str, str] = {}
         self._prov: dict[str, dict[str, Any]] = {}
         self._curves: dict[str, dict[Any, dict[str, Any]]] = {}  # trial_id -> step -> curve row
@@ -128,6 +131,10 @@ class StoreCallback(Callback):
         blob = result.get(ROW_KEY)
         if blob:
             payload = json.loads(blob)
+            if payload.get(STORED_FLAG):  # the store already has it: this attempt ran nothing
+                self._curves.pop(trial.trial_id, None)
+                self.already_stored.add(spec.trial_key)
+                return
         else:
             payload = dict(self._prov.get(trial.trial_id, {}))
             payload.update(status="error", error="the trial finished without reporting its final result "
@@ -147,6 +154,9 @@ class StoreCallback(Callback):
             if member.trial_key in keep:
                 continue
             row = by_key.get(member.trial_key)
+            if row is not None and row.get(STORED_FLAG):
+                self.already_stored.add(member.trial_key)
+                continue
             if row is None:
                 row = {k: v for k, v in payload.items() if k != "members"}
                 if row.get("status", "ok") != "error":
@@ -170,11 +180,12 @@ class StoreCallback(Callback):
         payload["error"] = self._error_text(trial)
         payload["finished_at"] = _now_iso()
         self._write_curve(spec, trial)
-        started = payload.get("started_at")
+        started = payload.get("attempt_started_at") or payload.get("started_at")
         if started:
-            try:
+            try:  # this attempt's time, plus the segments its checkpoint carried
                 t0 = _dt.datetime.fromisoformat(started)
-                payload["wall_s"] = (_dt.datetime.now(_dt.timezone.utc) - t0).total_seconds()
+                payload["wall_s"] = ((_dt.datetime.now(_dt.timezone.utc) - t0).total_seconds()
+                                     + float(payload.get("prior_wall_s") or 0.0))
             except ValueError:
                 pass
         # packed members that finished before the process died keep their own rows
@@ -233,7 +244,8 @@ class StoreCallback(Callback):
             log.error("lingrid: could not store the fallback row of trial %s: %s", spec.trial_key, exc2)
 
     def __getstate__(self):  # pickled into tuner.pkl: keep only the configuration
-        return {"store": self.store, "experiment": self.experiment, "written": {}, "write_errors": {}, "_prov": {},
+        return {"store": self.store, "experiment": self.experiment, "written": {}, "already_stored": set(),
+                "write_errors": {}, "_prov": {},
                 "_curves": {}, "_early": {}}
 
 

@@ -184,12 +184,13 @@ class _PackState:
 def _run_group(pack: _PackState, group: str, todo: list[int], head: dict[str, Any],
                progress_every_s: float) -> str | None:
     """Members `todo` through the group function `group`; None, or why some got no result."""
-    from grid.run.trainable import import_string, result_row, utcnow_iso  # noqa: PLC0415
+    from grid.run.trainable import Segments, import_string, result_row, utcnow_iso  # noqa: PLC0415
 
     members = [pack.spec.members[i] for i in todo]
-    t0, started = time.time(), utcnow_iso()
-    heads = [{**head, "started_at": started, "trial_key": m.trial_key, "attempt": 1, "exec_path": "batched",
-              "exec_members": len(members)} for m in members]
+    started = utcnow_iso()
+    segments = Segments(0.0, started, 1)  # the group's time so far is each member's
+    heads = [{**head, "started_at": started, "trial_key": m.trial_key, "attempt": 1, "prior_wall_s": 0.0,
+              "segments": 1, "exec_path": "batched", "exec_members": len(members)} for m in members]
     last = [time.time()]
 
     def tick() -> None:  # members report in this thread: the pack's progress every progress_every_s
@@ -204,7 +205,7 @@ def _run_group(pack: _PackState, group: str, todo: list[int], head: dict[str, An
     def on_done(j: int, returned: dict[str, Any] | None) -> None:
         i = todo[j]
         if pack.rows[i] is None:
-            pack.rows[i] = result_row(members[j], ctxs[j], heads[j], t0, returned)
+            pack.rows[i] = result_row(members[j], ctxs[j], heads[j], segments, returned)
             pack.finished(i)
 
     try:
@@ -223,7 +224,7 @@ def _run_threads(pack: _PackState, todo: list[int], head: dict[str, Any], progre
                  fallback: str | None = None) -> None:
     """Members `todo` in one thread each (see the module docstring); `fallback` says why they did not
     run through the pack's group function (None: they were never meant to)."""
-    from grid.run.trainable import finish_row, utcnow_iso  # noqa: PLC0415
+    from grid.run.trainable import Segments, finish_row, utcnow_iso  # noqa: PLC0415
 
     spec, rows = pack.spec, pack.rows
     finished: queue.Queue[int] = queue.Queue()
@@ -239,12 +240,13 @@ def _run_threads(pack: _PackState, todo: list[int], head: dict[str, Any], progre
     def attempts(i: int, member) -> None:
         for attempt in range(1, retries + 2):
             t0, started = time.time(), utcnow_iso()
-            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt, **how}
+            mhead = {**head, "started_at": started, "trial_key": member.trial_key, "attempt": attempt,
+                     "prior_wall_s": 0.0, "segments": 1, **how}
             ctx = MemberContext(member, head.get("gpu_index"))
             pack.trackers[i] = ctx.progress
             try:
-                with _member_stream():
-                    row = finish_row(member, ctx, mhead, t0)
+                with _member_stream():  # a deterministic error comes back as an error row: no retry
+                    row = finish_row(member, ctx, mhead, Segments(0.0, started, 1))
                 if fallback is not None:
                     row["metrics"]["exec_fallback"] = fallback
                 rows[i] = row
@@ -300,7 +302,7 @@ def restored_rows(directory: str | Path) -> dict[str, dict[str, Any]]:
 def pack_status(rows: list[dict[str, Any]]) -> str:
     """The pack's status on the progress line (its runs are counted there too): ok when every member
     is ok, error when every member failed, else partial."""
-    statuses = [r.get("status") for r in rows]
+    statuses = [r.get("status") for r in rows if r.get("status") != "stored"]  # stored: not run (ledger.py)
     if not statuses or all(s == "error" for s in statuses):
         return "error"
     return "ok" if all(s == "ok" for s in statuses) else "partial"

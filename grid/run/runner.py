@@ -4,12 +4,18 @@ What `run_trials` does, in order:
 
 0. **Packs** (grid/run/pack.py) are trials that hold member trials: everything below applies per
    member (dedup, rows, summary counts); Tune sees the pack.
+0. **Outputs first.** The store root and the Tune storage must be writable directories (made
+   when missing) before anything runs; temp files that killed writers left in the store are removed.
 1. **Dedup against the store.** A trial whose `trial_key` already has a row with a status in
-   `skip_statuses` (default: only "ok") in its own suite/grid partition is skipped, unless `force`.
-   The store, not Tune's experiment state, is the source of truth for what is finished.
+   `skip_statuses` (default: only "ok") anywhere in the store (any suite/grid folder: the same
+   trial under a renamed grid is the same trial) is skipped, unless `force`. The store, not
+   Tune's experiment state, is the source of truth for what is finished. Unreadable files are
+   named (grid/results/scan.py); the trials they held are run again.
 2. **Ray.** Reuses an already initialised Ray; otherwise starts an embedded local Ray
    (`num_cpus` / `num_gpus`, logical GPUs allowed, `RAY_AUTH_MODE=disabled` unless set) or
-   connects to `address` (e.g. "auto" inside a Ray Job), and shuts down what it started.
+   connects to `address` (e.g. "auto" inside a Ray Job), and shuts down what it started on every
+   exit it can catch (SIGTERM and SIGHUP included); for an embedded Ray a reaper process ends
+   what a SIGKILLed driver leaves behind (grid/run/reaper.py).
 3. **Experiment: restore or start.** Tune can only restore an experiment with the *same*
    `param_space` (the grid of trials); it cannot add or drop trials. So each experiment
    directory gets a manifest, `lingrid_manifest.json`, mapping trial_key -> hash of the full
@@ -22,9 +28,9 @@ What `run_trials` does, in order:
    experiment again, and a grid with added trials runs only the missing ones in a new one.
    A restored experiment keeps its stored TuneConfig (e.g. max_concurrent) and Tune's own state;
    this run's callbacks and `max_failures` replace the pickled ones.
-   Consequences, all harmless because a trial's file is replaced, never duplicated:
-   - a trial that finished just before the crash but after Tune's last state snapshot may run
-     again after a restore (its row is overwritten);
+   A restored experiment may hold trials the store already has (finished after Tune's last state
+   snapshot, or before this run started): the stored-trials ledger (grid/run/ledger.py) makes them
+   return at once without running, so a resume never re-runs a stored trial.
    - trials that the restored experiment already counts as finished but that have no qualifying
      row in the store (deleted file, `force`, non-ok statuses with the default `skip_statuses`)
      are run once more in a fresh experiment right after the restored one.
@@ -48,6 +54,7 @@ from typing import Any, Iterable, Sequence
 from grid.keys import content_hash
 from grid.results.schema import STATUSES, check_name
 from grid.run.pack import leaves, make_pack
+from grid.run.reaper import exit_on_signals, start_reaper
 from grid.run.spec import TrialSpec
 
 log = logging.getLogger(__name__)
@@ -234,7 +241,7 @@ def _set_restored_run_config(tuner, callbacks: list, max_failures: int) -> None:
 
 def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, storage_dir: Path,
          resume: bool, max_failures: int, max_concurrent: int | None, progress: bool, n_skipped: int,
-         allow_restore: bool = True):
+         stored: set[str], allow_restore: bool = True):
     """One Tune run (restored or fresh). Returns (experiment_path, store_callback, result_grid, restored)."""
     from ray import tune
 
@@ -250,9 +257,13 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
                                    n_runs=sum(len(leaves(t)) for t in todo) if packed else None,
                                    specs=None if restored else todo)
     callbacks = [store_cb, progress_cb, *artefact_callbacks(None if restored else todo)]
+    ledger = None
     if restored:
         if progress:
             print(f"[{name}] restoring experiment {path} (resume unfinished and errored trials)", file=sys.stderr, flush=True)
+        from grid.run.ledger import start_ledger  # noqa: PLC0415
+
+        ledger = start_ledger(name, stored)  # its trials that the store has return without running
         tuner = tune.Tuner.restore(str(path), _trainable(), resume_unfinished=True, resume_errored=True)
         _set_restored_run_config(tuner, callbacks, max_failures)
     else:
@@ -283,7 +294,16 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
         grid = tuner.fit()
     finally:
         progress_cb.close()
+        from grid.run.ledger import stop_ledger  # noqa: PLC0415
+
+        stop_ledger(ledger)
     return path, store_cb, grid, restored
+
+
+def _stop_reaper(reaper) -> None:
+    if reaper is not None:  # nothing left to reap: Ray is down
+        reaper.terminate()
+        reaper.wait()
 
 
 def run_trials(
@@ -317,16 +337,19 @@ def run_trials(
     if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
         raise ValueError(f"max_concurrent must be an int >= 1 or None, got {max_concurrent!r}")
     trials = _dedupe_input(trials)
-    storage_dir = Path(storage_dir).resolve()
+    from grid.run.outputs import check_output_dir  # noqa: PLC0415
 
-    # 1. dedup against the store, per suite/grid partition (per member for packs)
-    done: dict[tuple[str, str], set[str]] = {}
+    # 0. every output path before any trial starts
+    check_output_dir("results store", store.root)
+    storage_dir = check_output_dir("Tune storage (--ray-tmp-path)", Path(storage_dir).resolve())
+    store.clean_temps()
+
+    # 1. dedup against the whole store by trial_key (per member for packs)
+    stored = store.trial_keys(status=list(skip_statuses))
+    done = set() if force else stored
     todo: list[TrialSpec] = []
     for t in trials:
-        part = (t.suite, t.grid)
-        if part not in done:
-            done[part] = set() if force else store.trial_keys(status=list(skip_statuses), suite=t.suite, grid=t.grid)
-        left = _not_done(t, done[part])
+        left = _not_done(t, done)
         if left is not None:
             todo.append(left)
     n_total = sum(len(leaves(t)) for t in trials)
@@ -343,7 +366,26 @@ def run_trials(
         return RunSummary(n_total, n_skipped, 0, 0, None)
 
     # 2. Ray
-    started = _init_ray(address, num_cpus, num_gpus, ray_init_kwargs)
+    with exit_on_signals():
+        return _run_on_ray(trials=trials, todo=todo, todo_keys=todo_keys, requested=requested, store=store,
+                           experiment=experiment, storage_dir=storage_dir, num_gpus=num_gpus, num_cpus=num_cpus,
+                           address=address, max_failures=max_failures, resume=resume,
+                           max_concurrent=max_concurrent, progress=progress, ray_init_kwargs=ray_init_kwargs,
+                           n_total=n_total, n_skipped=n_skipped, stored=set() if force else stored)
+
+
+def _run_on_ray(*, trials, todo, todo_keys, requested, store, experiment, storage_dir, num_gpus, num_cpus, address,
+                max_failures, resume, max_concurrent, progress, ray_init_kwargs, n_total, n_skipped,
+                stored) -> RunSummary:
+    import ray
+
+    # before Ray starts, so that a driver killed even during ray.init leaves nothing behind
+    reaper = start_reaper() if address is None and not ray.is_initialized() else None
+    try:
+        started = _init_ray(address, num_cpus, num_gpus, ray_init_kwargs)
+    except BaseException:
+        _stop_reaper(reaper)
+        raise
     try:
         import ray
 
@@ -360,7 +402,8 @@ def run_trials(
         statuses: dict[str, str] = {}
         path, cb, grid, restored = _fit(todo=todo, requested=requested, store=store, base=experiment,
                                         storage_dir=storage_dir, resume=resume, max_failures=max_failures,
-                                        max_concurrent=max_concurrent, progress=progress, n_skipped=n_skipped)
+                                        max_concurrent=max_concurrent, progress=progress, n_skipped=n_skipped,
+                                        stored=stored)
         statuses.update(cb.written)
         if restored:
             finished_in_tune = set()
@@ -377,13 +420,14 @@ def run_trials(
                 path, cb, grid, _ = _fit(todo=again, requested=requested, store=store, base=experiment,
                                          storage_dir=storage_dir, resume=False, max_failures=max_failures,
                                          max_concurrent=max_concurrent, progress=progress, n_skipped=n_skipped,
-                                         allow_restore=False)
+                                         stored=stored, allow_restore=False)
                 statuses.update(cb.written)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+        _stop_reaper(reaper)
 
     mine = {k: statuses[k] for k in todo_keys if k in statuses}
     missing = [k for k in todo_keys if k not in mine]

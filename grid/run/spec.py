@@ -111,7 +111,7 @@ class TrialSpec(BaseModel):
         from grid.results.schema import FIXED_COLUMNS, coerce_fixed, infer_type
 
         reserved = {"trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at",
-                    "finished_at", "attempt", "gpu_index"}
+                    "finished_at", "attempt", "segments", "gpu_index"}
         for name, value in self.columns.items():
             if name in reserved:
                 raise ValueError(f"columns[{name!r}] is filled in by the runner; allowed descriptive columns include {list(DESCRIPTIVE_COLUMNS)}")

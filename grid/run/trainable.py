@@ -10,7 +10,16 @@ Contract of a trial function::
 
 The final row's metrics are the last `ctx.report` metrics updated with the returned dict.
 An exception marks the attempt failed; Tune retries it (FailureConfig.max_failures) from the
-last checkpoint, and after the last attempt the driver writes a status="error" row.
+last checkpoint, and after the last attempt the driver writes a status="error" row. A
+deterministic error (a config the model code refuses, a backend that cannot run on this worker:
+`NOT_RETRIED`) is not retried: it ends the trial at once as an error row.
+
+A trial's `wall_s` is the sum of its segments: every checkpoint carries the time spent so far
+(SEGMENTS_FILE), so a trial resumed after a retry or a driver crash adds its new segment to it, and
+`started_at` stays the first segment's start (`segments` counts them).
+
+A restored experiment may hold trials the store already has (grid/run/ledger.py): those return at
+once without running, and the driver writes nothing for them.
 
 Only `ray.tune.*` APIs are used here (ray.train.report inside Tune is an error on Ray >= 2.52).
 Model code (torch, fla, triton) is imported by the trial function, on the worker, never here.
@@ -24,6 +33,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 # keys of the dicts reported to Tune that carry lingrid's own payloads
@@ -55,6 +65,51 @@ PROGRESS_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 FN_STATUSES = ("ok", "diverged", "nan", "skipped")
+SEGMENTS_FILE = "lingrid_segments.json"  # in each checkpoint: wall time and start of the segments so far
+# deterministic failures, by qualified class name (no import of model code here): retrying cannot help
+NOT_RETRIED = frozenset({"grid.models.errors.ConfigError", "grid.models.errors.BackendUnavailable",
+                         "pydantic_core._pydantic_core.ValidationError", "grid.run.trainable.PermanentError"})
+
+
+class PermanentError(Exception):
+    """Raise from a trial function for a failure that another attempt cannot fix (not retried)."""
+
+
+def not_retried(exc: BaseException) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in NOT_RETRIED for c in type(exc).__mro__)
+
+
+def error_text(exc: BaseException) -> str:
+    import traceback  # noqa: PLC0415
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class Segments:
+    """Time spent on a trial over its segments (attempts, resumes), carried in its checkpoints."""
+
+    def __init__(self, prior_s: float = 0.0, first_started_at: str | None = None, n: int = 1):
+        self.t0 = time.time()
+        self.prior_s, self.first_started_at, self.n = prior_s, first_started_at, n
+
+    @classmethod
+    def restore(cls, checkpoint_dir: str | None, started_at: str) -> "Segments":
+        data: dict[str, Any] = {}
+        if checkpoint_dir:
+            try:
+                data = json.loads((Path(checkpoint_dir) / SEGMENTS_FILE).read_text())
+            except (OSError, ValueError):
+                data = {}
+        if not data:
+            return cls(0.0, started_at, 1)
+        return cls(float(data.get("wall_s", 0.0)), data.get("started_at") or started_at, int(data.get("segments", 1)) + 1)
+
+    def wall_s(self) -> float:
+        return self.prior_s + time.time() - self.t0
+
+    def save(self, checkpoint_dir: str | os.PathLike[str]) -> None:
+        (Path(checkpoint_dir) / SEGMENTS_FILE).write_text(json.dumps(
+            {"wall_s": self.wall_s(), "started_at": self.first_started_at, "segments": self.n}))
 # result keys Tune fills in itself: user metrics may not use them
 TUNE_RESERVED = frozenset({
     "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
@@ -79,7 +134,7 @@ def import_string(path: str) -> Callable[..., Any]:
 # store columns the runner fills in: trial functions may not report metrics with these names
 RUNNER_COLUMNS = frozenset({
     "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
-    "attempt", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
+    "attempt", "segments", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
     "exec_path", "exec_members",
 })
 
@@ -157,13 +212,14 @@ class ProgressTracker:
 class TrialContext:
     """Handed to the trial function: report intermediate metrics/checkpoints, find the restored checkpoint."""
 
-    def __init__(self, spec, gpu_index: str | None):
+    def __init__(self, spec, gpu_index: str | None, segments: Segments | None = None):
         self.spec = spec
         self.trial_key: str = spec.trial_key
         self.config: dict[str, Any] = spec.config
         self.gpu_index = gpu_index
         self.last_metrics: dict[str, Any] = {}
         self.progress = ProgressTracker(spec.work)
+        self.segments = segments
         self._restored: str | None = None
         self._restored_checked = False
 
@@ -178,6 +234,8 @@ class TrialContext:
         clean = _clean_metrics(metrics, "ctx.report()")
         self.last_metrics.update(clean)
         self.progress.update(clean)
+        if checkpoint_dir is not None and self.segments is not None:
+            self.segments.save(checkpoint_dir)  # the next segment adds its time to this one's
         checkpoint = tune.Checkpoint.from_directory(os.fspath(checkpoint_dir)) if checkpoint_dir is not None else None
         tune.report({**clean, **self.progress.block()}, checkpoint=checkpoint)
 
@@ -212,6 +270,15 @@ def trial_environment(env: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+def _restored_dir():
+    """The checkpoint this attempt resumes from, as a local directory (None on a fresh start)."""
+    from ray import tune  # noqa: PLC0415
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    fs_type = getattr(getattr(ckpt, "filesystem", None), "type_name", "local")
+    return ckpt.path if fs_type == "local" else ckpt.to_directory()
 
 
 def lingrid_trial(config: dict[str, Any]) -> None:
@@ -229,14 +296,21 @@ def _run_trial(spec) -> None:
     from ray import tune
 
     from grid.env import provenance
+    from grid.run.ledger import STORED_FLAG, stored_keys
 
-    t0 = time.time()
     started_at = utcnow_iso()
+    stored = stored_keys([m.trial_key for m in spec.members] or [spec.trial_key])
+    if stored and not spec.members:  # a restored experiment's trial that the store already has
+        tune.report({FINAL_KEY: True, "status": "stored", ROW_KEY: _json({STORED_FLAG: True})})
+        return
     gpu_index = os.environ.get("CUDA_VISIBLE_DEVICES") if spec.resources.gpu > 0 else None
     prov = dict(provenance())
     prov.pop("cuda_visible_devices", None)
     prov["env_profile"] = os.environ.get("LINGRID_ENV_PROFILE")
-    head = {**prov, "gpu_index": gpu_index, "started_at": started_at}
+    restored = _restored_dir()
+    segments = Segments.restore(restored, started_at)
+    head = {**prov, "gpu_index": gpu_index, "started_at": segments.first_started_at, "attempt_started_at": started_at,
+            "prior_wall_s": segments.prior_s, "segments": segments.n}
     if spec.members:  # how the runs execute (grid/run/pack.py); a member's own row may say 'pack' after all
         head.update(exec_path="batched" if spec.config.get("group") else "pack", exec_members=len(spec.members))
     else:
@@ -250,10 +324,10 @@ def _run_trial(spec) -> None:
         from grid.run.pack import checkpoint_rows, pack_status, restored_rows, run_members
 
         done: dict[str, dict[str, Any]] = {}
-        ckpt = tune.get_checkpoint()  # a retried or restored pack: members that finished are not run again
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
-                done = {k: r for k, r in restored_rows(d).items() if r.get("status") != "error"}
+        if restored is not None:  # a retried or restored pack: members that finished are not run again
+            done = {k: r for k, r in restored_rows(restored).items() if r.get("status") != "error"}
+        for key in stored - set(done):
+            done[key] = {"trial_key": key, "status": "stored", STORED_FLAG: True}
         progress = {"block": ProgressTracker(spec.work).block()}
 
         def on_finished(row: dict[str, Any]) -> None:
@@ -261,6 +335,7 @@ def _run_trial(spec) -> None:
                 done[row["trial_key"]] = row
             with tempfile.TemporaryDirectory() as d:
                 checkpoint_rows(d, done)
+                segments.save(d)
                 tune.report({MEMBER_ROW_KEY: _json(row), **progress["block"]},
                             checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -269,23 +344,34 @@ def _run_trial(spec) -> None:
             tune.report(dict(progress["block"]))
 
         rows = run_members(spec, head, on_finished=on_finished, done=done, on_progress=on_progress)
-        tune.report({FINAL_KEY: True, "status": pack_status(rows), "wall_s": time.time() - t0,
+        tune.report({FINAL_KEY: True, "status": pack_status(rows), "wall_s": segments.wall_s(),
                      ROW_KEY: _json({"members": rows}), **progress["block"]})
         return
-    ctx = TrialContext(spec, gpu_index)
-    row = finish_row(spec, ctx, head, t0)
+    ctx = TrialContext(spec, gpu_index, segments)
+    row = finish_row(spec, ctx, head, segments)
     flat = {k: v for k, v in row["metrics"].items() if isinstance(v, (int, float, str, bool))}
     ctx.progress.update(row["metrics"])
     tune.report({**flat, FINAL_KEY: True, "status": row["status"], "wall_s": row["wall_s"], ROW_KEY: _json(row),
                  **ctx.progress.block()})
 
 
-def finish_row(spec, ctx, head: dict[str, Any], t0: float) -> dict[str, Any]:
-    """Call the trial function of `spec` with `ctx`; the store-row payload of its outcome."""
-    return result_row(spec, ctx, head, t0, import_string(spec.trainable)(spec.config, ctx))
+def finish_row(spec, ctx, head: dict[str, Any], segments: Segments) -> dict[str, Any]:
+    """Call the trial function of `spec` with `ctx`; the store-row payload of its outcome.
+
+    A deterministic error (`not_retried`) becomes an error row here instead of an exception, so
+    nobody retries it; any other exception propagates (Tune, or the pack's thread, retries it)."""
+    fn = import_string(spec.trainable)
+    try:
+        returned = fn(spec.config, ctx)
+    except Exception as exc:  # noqa: BLE001 - only the deterministic kinds are caught, see below
+        if not not_retried(exc):
+            raise
+        return {**head, "status": "error", "error": "not retried (deterministic): " + error_text(exc),
+                "wall_s": segments.wall_s(), "finished_at": utcnow_iso(), "metrics": dict(ctx.last_metrics)}
+    return result_row(spec, ctx, head, segments, returned)
 
 
-def result_row(spec, ctx, head: dict[str, Any], t0: float, returned: dict[str, Any] | None) -> dict[str, Any]:
+def result_row(spec, ctx, head: dict[str, Any], segments: Segments, returned: dict[str, Any] | None) -> dict[str, Any]:
     """The store-row payload of what the trial function of `spec` returned (a group function's
     result for one member too: grid/run/pack.py)."""
     if returned is not None and not isinstance(returned, dict):
@@ -300,7 +386,7 @@ def result_row(spec, ctx, head: dict[str, Any], t0: float, returned: dict[str, A
         **head,
         "status": status,
         "error": None if message is None else str(message),
-        "wall_s": time.time() - t0,
+        "wall_s": segments.wall_s(),
         "finished_at": utcnow_iso(),
         "metrics": metrics,
     }

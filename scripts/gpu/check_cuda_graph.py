@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
 
 LOSS_TOL, PARAM_TOL = 1e-3, 1e-2  # relative; identical kernels should agree far closer than this
 
@@ -147,7 +148,7 @@ def check(mixer: str, timing: bool = True, compile: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = StrictParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mixers", nargs="+", default=["attention", "gla"])
     p.add_argument("--json", default=None)
     p.add_argument("--no-timing", action="store_true", help="parity only (e.g. while other work shares the GPU)")

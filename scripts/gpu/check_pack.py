@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
 
 from grid.paths import data_root  # noqa: E402
 
@@ -28,7 +29,7 @@ def _rel(a: float, b: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StrictParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="gla")
     p.add_argument("--tasks", nargs="+", default=["CR", "SC"])
     p.add_argument("--epochs", type=int, default=3)

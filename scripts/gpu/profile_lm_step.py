@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
 
 CLASSES = (  # first match wins, on the lower-cased kernel name
     ("communication", ("nccl",)),
@@ -107,7 +108,7 @@ def profile_arch(trial, recipe: dict, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StrictParser(description=__doc__.splitlines()[0])
     p.add_argument("grid")
     p.add_argument("--compile", choices=("none", "model", "step"), default=None,
                    help="default: model if the recipe compiles, else none")

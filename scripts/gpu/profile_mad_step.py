@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
 
 from grid.paths import data_root  # noqa: E402
 from scripts.gpu.check_cuda_graph import kernel_ms_per_step, ms_per_step, top_kernels  # noqa: E402
@@ -102,7 +103,7 @@ def profile_setting(arch: str, setting, compile: bool, data_root: str, steps: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StrictParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="gla")
     p.add_argument("--settings", nargs="+", required=True, metavar="'TASK SETTING_ID'")
     p.add_argument("--compile", choices=("on", "off"), default="on")

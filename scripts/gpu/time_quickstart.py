@@ -68,7 +68,9 @@ def one_pass(name: str, grid: Path, root: Path, logs: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from grid.cliargs import StrictParser  # noqa: PLC0415
+
+    p = StrictParser(description=__doc__.split("\n")[0])
     p.add_argument("--grid", default=str(ROOT / "configs" / "grids" / "quickstart.yaml"))
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--keep", action="store_true", help="keep the benchmark root (default: deleted)")

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
+from grid.cliargs import StrictParser  # noqa: E402  (one-line errors, no abbreviations)
 
 
 def _lm_child(grid: str, index: int) -> None:
@@ -66,7 +67,7 @@ def _run_all(jobs: list[tuple[str, list[str]]], n_jobs: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = StrictParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     lm = sub.add_parser("lm", help="one process per distinct model of an LM grid")
     lm.add_argument("grid")
