@@ -18,7 +18,6 @@ On a CPU (`--backend reference --max-train-examples 64 --epochs 1`) it runs the 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: find `grid`
 
+from grid.cliargs import StrictParser, int_range  # noqa: E402  (one-line errors, no abbreviations)
 from grid.paths import data_root  # noqa: E402
 
 
@@ -117,16 +117,16 @@ def check(arch: str, setting, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StrictParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True, help="write the results (a JSON list) here")
     p.add_argument("--arch", nargs="+", default=["gla", "deltanet"])
     p.add_argument("--tasks", nargs="+", default=["CR", "C"], help="task codes; each task's baseline setting")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--compare", type=int, nargs="+", default=[0, 3],
+    p.add_argument("--epochs", type=int_range(1), default=2)
+    p.add_argument("--compare", type=int_range(0, 5), nargs="+", default=[0, 3],
                    help="which of the 6 (lr, wd) runs to compare with their solo runs (lrs x wds order)")
     p.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-train-examples", type=int, default=None, help="smoke runs (CPU)")
+    p.add_argument("--max-train-examples", type=int_range(1), default=None, help="smoke runs (CPU)")
     p.add_argument("--autotune", choices=("first", "full"), default="first",
                    help="fla kernel configs (grid/models/autotune.py): first = no autotuning, minutes less compile")
     p.add_argument("--data-path", default=data_root())
