@@ -134,3 +134,27 @@ def test_refusals_name_the_reason():
     tied[1].weight = tied[0].weight
     with pytest.raises(NotStackable, match="tied"):
         stack_model(tied, 2)
+
+
+def test_fla_twin_kernels_compute_the_reference_recurrences():
+    # the fla kernels the stacked deltanet / gated_deltanet twins run on a GPU, here through Triton's CPU
+    # interpreter in fp32: fused-recurrent (T <= 64) for both, chunked for gated_deltanet with gradients on
+    from grid.check import interpret
+
+    if not interpret.active():
+        pytest.skip("needs Triton's CPU interpreter (CPU-only run)")
+    pytest.importorskip("fla.ops.gated_delta_rule")
+    from grid.models.mixers._common import l2norm
+    from grid.models.mixers.deltanet import delta_rule_chunked, fla_delta_rule
+    from grid.models.mixers.gated_deltanet import fla_gated_delta_rule
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (l2norm(torch.randn(2, 16, 1, 32, generator=g)) for _ in range(2))
+    v = torch.randn(2, 16, 1, 32, generator=g)
+    beta, decay = torch.rand(2, 16, 1, generator=g), -torch.rand(2, 16, 1, generator=g) * 0.2
+    with interpret.fixes():
+        assert rel(fla_delta_rule(q, k, v, beta), delta_rule_chunked(q, k, v, beta)) < 1e-5
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out = fla_gated_delta_rule(q, k, v, beta, decay, scale=32 ** -0.5)
+            assert rel(out.detach(), delta_rule_chunked(q, k, v, beta, decay, scale=32 ** -0.5)) < 1e-5
