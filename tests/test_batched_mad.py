@@ -156,14 +156,15 @@ def test_driver_batches_each_setting_where_the_mixer_can_be_stacked():
 
     settings = all_settings(["M", "C"], which="baseline")
     trials = make_trials(_args([]), settings)
-    out = batch_or_pack(trials, _args([]), None)
+    assert batch_or_pack(trials, _args([]), None) == trials  # the default is off until a GPU has checked it
+    out = batch_or_pack(trials, _args(["--batch", "on"]), None)
     assert len(out) == 2 and all(t.config["group"] == GROUP_FN and len(t.members) == 6 for t in out)
     assert [m.trial_key for t in out for m in t.members] == [t.trial_key for t in trials]  # keys as today
-    capped = batch_or_pack(trials, _args(["--pack", "4"]), None)
+    capped = batch_or_pack(trials, _args(["--batch", "on", "--pack", "4"]), None)
     assert [len(t.members) for t in capped] == [4, 2, 4, 2]
     assert batch_or_pack(trials, _args(["--batch", "off"]), None) == trials  # CPU, --pack auto: one run each
     lstm = make_trials(_args([], arch="lstm"), settings)
-    assert batch_or_pack(lstm, _args([], arch="lstm"), None) == lstm  # not stackable: as --pack says
+    assert batch_or_pack(lstm, _args(["--batch", "on"], arch="lstm"), None) == lstm  # not stackable: as --pack says
     packed = batch_or_pack(lstm, _args(["--pack", "6"], arch="lstm"), None)
     assert all(t.members and "group" not in t.config for t in packed)
 

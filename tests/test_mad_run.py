@@ -62,6 +62,7 @@ def test_cli_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
 
     cmd = [sys.executable, "-m", "evals.mad.mad_eval_gla", "--tasks", "M", "--settings", "baseline", "--epochs", "1",
            "--max-train-examples", "64", "--lrs", "1e-3", "5e-4", "--wds", "0", "--n-gpu", "0", "--autotune", "first",
+           "--batch", "on",
            "--results", str(tmp_path / "res"), "--ray-tmp-path", str(tmp_path / "ray"),
            "--data-path", str(tmp_path / "data"), "--num-workers", "1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
