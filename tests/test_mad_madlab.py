@@ -121,18 +121,13 @@ def _trial_keys(tmp_path, protocol):
     return make_trials(args, all_settings(["M"], which="baseline"))
 
 
-def test_protocols_get_different_trial_keys_and_cosine_keys_are_stable(tmp_path):
+def test_protocols_get_different_trial_keys(tmp_path):
     madlab, cosine = _trial_keys(tmp_path, "madlab"), _trial_keys(tmp_path, "cosine")
     assert len(madlab) == len(cosine) == 6
     assert not {t.trial_key for t in madlab} & {t.trial_key for t in cosine}
     assert all(t.columns["protocol"] == "madlab" for t in madlab)
     assert all(t.config["protocol"] == "cosine" for t in cosine)
-    # a cosine run hashes exactly what it hashed before the protocol field existed (stores keep their keys)
-    from evals.mad.run import NOT_HASHED
-    from grid.keys import content_hash
-
-    legacy = {k: v for k, v in cosine[0].config.items() if k not in NOT_HASHED and k != "protocol"}
-    assert cosine[0].trial_key == content_hash({"suite": "mad", **legacy})
+    assert all(t.hashed()["protocol"] == "cosine" for t in cosine)  # every protocol is hashed (grid/keys.py)
 
 
 def _rows(protocol, acc, model_id="gla", epochs=200, mte=0):

@@ -35,9 +35,55 @@ def test_key_ignores_where_data_lives_but_not_the_protocol():
     a = make_trials(_args(["--data-path", "/x"]), s)[0].trial_key
     b = make_trials(_args(["--data-path", "/y"]), s)[0].trial_key
     c = make_trials(_args(["--epochs", "3"]), s)[0].trial_key
-    compiled = make_trials(_args(["--data-path", "/x", "--compile", "on"]), s)[0]
-    assert a == b != c
-    assert compiled.config["compile"] is True and compiled.trial_key == a  # how it runs, not what it computes
+    d = make_trials(_args(["--protocol", "cosine"]), s)[0].trial_key
+    cpu_compiled = make_trials(_args(["--data-path", "/x", "--compile", "on"]), s)[0]
+    assert a == b != c and d != a
+    # compile is hashed where it takes effect: a CPU run ignores it (and says so in its config)
+    assert cpu_compiled.config["compile"] is False and cpu_compiled.trial_key == a
+
+
+def _gpu_args(argv):
+    args = _args(argv)
+    args.gpus_found = 1
+    return args
+
+
+def test_cpu_reference_and_gpu_runs_of_one_trial_get_different_keys():
+    """The dedup bug of issue 17: an ok CPU-reference row must not make the GPU run of the same
+    (setting, lr, wd) count as done. The key covers the device class the run gets."""
+    s = all_settings(["M"], which="baseline")
+    cpu, gpu = make_trials(_args([]), s), make_trials(_gpu_args([]), s)
+    assert [t.config["device"] for t in cpu[:1] + gpu[:1]] == ["cpu", "cuda"]
+    assert not {t.trial_key for t in cpu} & {t.trial_key for t in gpu}
+    # on a GPU, compile changes the numbers (Inductor's fused kernels): hashed there
+    compiled = make_trials(_gpu_args(["--compile", "on"]), s)[0]
+    assert compiled.config["compile"] is True and compiled.trial_key != gpu[0].trial_key
+    # ... except for batched models, which are never compiled: their key is the uncompiled run's
+    batched = make_trials(_gpu_args(["--compile", "on", "--batch", "on"]), s)[0]
+    assert batched.config["compile"] is False and batched.trial_key == gpu[0].trial_key
+
+
+def test_key_covers_the_resolved_model_of_architectures_yaml(tmp_path, monkeypatch):
+    """Editing an architecture's entry in configs/mad/architectures.yaml (e.g. its norm_eps) makes new
+    trials: the hashed block holds the model as it will be built, not the arch name."""
+    import yaml
+
+    from evals.mad import arch as arch_mod
+    from grid.keys import trial_key
+
+    s = all_settings(["M"], which="baseline")
+    before = make_trials(_args([]), s)
+    doc = yaml.safe_load(arch_mod.ARCH_CONFIG.read_text())
+    doc["architectures"]["gla"]["mixer_kwargs"]["norm_eps"] = 1e-6
+    edited = tmp_path / "architectures.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(arch_mod, "ARCH_CONFIG", edited)
+    after = make_trials(_args([]), s)
+    assert after[0].config["resolved_model"]["mixer_kwargs"]["norm_eps"] == 1e-6
+    assert not {t.trial_key for t in before} & {t.trial_key for t in after}
+    for t in before + after:  # the one key rule, on the hashed block (the runtime block left out)
+        assert t.trial_key == trial_key("mad", t.hashed())
+        assert set(t.config) - set(t.hashed()) == {"data_root", "num_workers", "cuda_graph"}
 
 
 def test_table_printed_from_store(tmp_path, capsys):

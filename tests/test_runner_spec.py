@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from grid.keys import content_hash
+from grid.keys import trial_key
 from grid.run.resources import check_fits, trial_resources
 from grid.run.spec import Resources, TrialSpec, make_trial
 
@@ -19,7 +19,7 @@ def test_make_trial_hashes_config():
     cfg = {"task": "in_context_recall", "model": {"mixer": "gla", "d": 128}, "lr": 1e-3, "seed": 0}
     t = make_trial(cfg, suite="mad", grid="mad-v1", trainable="tests.stub_trials:ok_trial",
                    columns={"mixer": "gla", "lr": 1e-3, "seed": 0}, resources={"cpu": 1, "gpu": 0.25})
-    assert t.trial_key == content_hash(cfg)
+    assert t.trial_key == trial_key("mad", cfg) == trial_key("mad", t.hashed())
     assert t.resources == Resources(cpu=1, gpu=0.25)
     assert t.resources.bundle() == {"CPU": 1.0, "GPU": 0.25}
     assert TrialSpec.from_json(t.to_json()) == t
@@ -27,6 +27,27 @@ def test_make_trial_hashes_config():
     # key order does not matter; any value change does
     assert make_trial(dict(reversed(list(cfg.items()))), suite="mad", grid="g", trainable="a:b").trial_key == t.trial_key
     assert make_trial({**cfg, "seed": 1}, suite="mad", grid="g", trainable="a:b").trial_key != t.trial_key
+    # the runtime block travels in the config but never enters the key; the suite does
+    r = make_trial(cfg, suite="mad", grid="g", trainable="a:b", runtime={"data_dir": "/x"})
+    assert r.trial_key == t.trial_key and r.config["data_dir"] == "/x" and r.hashed() == cfg
+    assert make_trial(cfg, suite="other", grid="g", trainable="a:b").trial_key != t.trial_key
+    with pytest.raises(ValueError, match="both the hashed and the runtime"):
+        make_trial(cfg, suite="mad", grid="g", trainable="a:b", runtime={"seed": 2})
+    # a suite's spec (runtime set) must carry the key of its hashed block
+    with pytest.raises(ValidationError, match="not the key of its hashed block"):
+        TrialSpec(**{**r.model_dump(), "trial_key": "0123456789abcdef"})
+
+
+def test_one_key_rule_for_every_suite():
+    """trial_key is the hash of the hashed block with the suite in it: a config that names its suite (LM's,
+    lm-eval's) gets the same key as one that does not, and a key never depends on dict order."""
+    from grid.keys import content_hash
+
+    block = {"model": {"mixer": "gla"}, "seed": 0, "device": "cpu"}
+    assert trial_key("lm", block) == trial_key("lm", {**block, "suite": "lm"}) == content_hash({**block, "suite": "lm"})
+    with pytest.raises(ValueError, match="names suite"):
+        trial_key("mad", {**block, "suite": "lm"})
+    assert trial_key("lm", {**block, "device": "cuda"}) != trial_key("lm", block)
 
 
 @pytest.mark.parametrize("kw, msg", [

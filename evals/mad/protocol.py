@@ -63,6 +63,10 @@ class MADRunConfig(BaseModel):
     model: dict[str, Any] | None = Field(None, description="ModelConfig as a dict (vocab_size/context filled in)")
     arch: str | None = Field(None, description="named architecture of configs/mad/architectures.yaml")
     layer_settings: dict[str, Any] = Field(default_factory=dict, description="overlay on the arch's mixer_kwargs")
+    resolved_model: dict[str, Any] | None = Field(
+        None, description="the ModelConfig this run builds, resolved from `arch` (configs/mad/architectures.yaml) or "
+                          "`model` when the trial was planned: part of trial_key, so editing an architecture's "
+                          "entry makes new trials; the run builds exactly this (None: resolve at run time)")
     backend: Literal["auto", "fused", "reference"] = Field("auto", description="mixer backend (arch runs)")
     model_id: str | None = Field(None, description="label of the architecture in tables (default: arch or mixer)")
     protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="what a run executes: madlab (mad-lab's code as it "
@@ -77,7 +81,8 @@ class MADRunConfig(BaseModel):
     data_root: str = "benchmark/data"
     precision: Literal["bf16", "fp32"] = "bf16"
     num_workers: int = Field(0, ge=0, description="accepted for mad-lab CLI parity; unused (data stays on the device)")
-    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...; a planned trial "
+                                            "says its device class (cpu | cuda), which its trial_key covers")
     stop_acc: float = Field(0.999, gt=0, description="early stop when an epoch's test accuracy passes stop_acc "
                                                      "(> under madlab, >= under cosine)")
     max_train_examples: int | None = Field(
@@ -113,6 +118,15 @@ class MADRunConfig(BaseModel):
         return MADSetting.model_validate(self.setting)
 
     def model_cfg(self, seq_len: int) -> ModelConfig:
+        if self.resolved_model is not None:
+            mcfg = ModelConfig.model_validate(self.resolved_model)
+            if mcfg.context != seq_len:
+                raise ConfigError("resolved_model.context", mcfg.context, [seq_len], hint="the data's sequence length")
+            return mcfg
+        return self.resolve_model(seq_len)
+
+    def resolve_model(self, seq_len: int) -> ModelConfig:
+        """The ModelConfig of `arch` (+ layer_settings) or `model`, as the files say now."""
         setting = self.mad_setting()
         if self.arch is not None:
             from evals.mad.arch import arch_model_config  # noqa: PLC0415

@@ -14,15 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from evals.mad.protocols import DEFAULT_PROTOCOL, LEGACY_PROTOCOL, PROTOCOLS
+from evals.mad.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
 
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
-# protocol fields that do not change a run's result (where files live, how they are read)
-NOT_HASHED = ("data_root", "num_workers", "device", "cuda_graph", "compile")  # how it runs, not what
 
 
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
@@ -173,41 +171,53 @@ def run_work(setting, cfg):
                 epochs=cfg.epochs, may_stop_early=True)
 
 
+SUITE = "mad"
+TRAINABLE = "evals.mad.protocol:run_mad"
+# the runtime block of a MAD run's config (where the data is, how it is read, CUDA graphs: bit-identical
+# replays of the same kernels); everything else of MADRunConfig is the hashed block of its trial_key
+RUNTIME_FIELDS = ("data_root", "num_workers", "cuda_graph")
+
+
 def make_trials(args, settings) -> list:
+    """One TrialSpec per (setting, lr, wd). The hashed block is the run's MADRunConfig without the runtime
+    fields: it holds the model as it will be built (resolved from configs/mad/architectures.yaml), the
+    device class the run gets (cpu | cuda) and `compile` only where it takes effect (a GPU run that is
+    not batched): grid/keys.py."""
+    from evals.mad.batched import batchable  # noqa: PLC0415
     from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
-    from grid.keys import content_hash  # noqa: PLC0415
+    from grid.keys import device_class  # noqa: PLC0415
     from grid.run.resources import trial_resources  # noqa: PLC0415
-    from grid.run.spec import TrialSpec  # noqa: PLC0415
 
     resources = trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1)
+    device = device_class(resources.gpu)
     trials = []
     for s in settings:
+        base = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend, protocol=args.protocol,
+                            model_id=args.model_id, epochs=args.epochs, max_train_examples=args.max_train_examples,
+                            data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
+                            cuda_graph=args.cuda_graph == "on", device=device)
+        batched = args.batch == "on" and batchable(base, args.gpus_found)[0]  # batched models are not compiled
+        resolved = base.resolve_model(s.seq_len).model_dump(mode="json")
         for lr in args.lrs:
             for wd in args.wds:
-                cfg = MADRunConfig(setting=s.model_dump(), arch=args.arch, backend=args.backend, protocol=args.protocol,
-                                   model_id=args.model_id, lr=lr, weight_decay=wd, epochs=args.epochs,
-                                   max_train_examples=args.max_train_examples,
-                                   data_root=str(Path(args.data_path).resolve()), num_workers=args.num_workers,
-                                   cuda_graph=args.cuda_graph == "on", compile=args.compile == "on")
-                config = cfg.model_dump(mode="json")
-                trials.append(TrialSpec(
-                    trial_key=content_hash({"suite": "mad", **hashed_config(config)}), suite="mad", grid="mad",
-                    trainable="evals.mad.protocol:run_mad", config=config, resources=resources,
-                    columns={"model_id": args.model_id, "protocol": args.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer, "task": s.code,
-                             "setting": s.setting_id, "lr": lr, "wd": wd, "seed": cfg.seed,
-                             "epochs": args.epochs, "max_train_examples": args.max_train_examples or 0},
-                    work=run_work(s, cfg)))
+                cfg = base.model_copy(update={"lr": lr, "weight_decay": wd, "resolved_model": resolved,
+                                              "compile": args.compile == "on" and device == "cuda" and not batched})
+                trials.append(mad_trial(cfg, resources=resources, work=run_work(s, cfg)))
     return trials
 
 
-def hashed_config(config: dict) -> dict:
-    """The part of a run's config that decides its trial_key. `protocol` joined the config after
-    stores held `cosine` rows without it: it is left out when it is `cosine`, so those rows keep
-    their keys (the hashed content of a cosine run is unchanged)."""
-    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
-    if hashed.get("protocol") == LEGACY_PROTOCOL:
-        del hashed["protocol"]
-    return hashed
+def mad_trial(cfg, *, resources=None, work=None):
+    """The TrialSpec of one MAD run (MADRunConfig `cfg`): its hashed block and runtime block, its columns."""
+    from grid.run.spec import make_trial  # noqa: PLC0415
+
+    config = cfg.model_dump(mode="json")
+    s = cfg.mad_setting()
+    hashed = {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+    return make_trial(hashed, runtime={k: config[k] for k in RUNTIME_FIELDS}, suite=SUITE, grid=SUITE,
+                      trainable=TRAINABLE, resources=resources, work=work,
+                      columns={"model_id": cfg.label(), "protocol": cfg.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer,
+                               "task": s.code, "setting": s.setting_id, "lr": cfg.lr, "wd": cfg.weight_decay,
+                               "seed": cfg.seed, "epochs": cfg.epochs, "max_train_examples": cfg.max_train_examples or 0})
 
 
 def log_parameters(args, settings) -> int:

@@ -3,24 +3,29 @@
 `expand(spec)` turns a grid into an explicit list of trials. Softmax attention itself is never
 hybridised (it only gets "pure"); a hybrid that a scale's depth cannot realise is an error naming
 the trial. Each trial's `config` holds everything that can change its result (model, resolved
-recipe, data hash, seed, environment profile, and the `evals` block when the grid has one) and
-`trial_key` is its hash; the grid name is not part of it, so the same trial in two grids is run once.
+recipe, data hash, seed, environment profile, the device class it runs on, and the `evals` block when
+the grid has one): the hashed block of grid.keys.trial_key. The grid name is not part of it, so the
+same trial in two grids is run once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grid.keys import content_hash
+from grid.keys import DEVICE_CLASSES, trial_key
 from grid.lm.evals.spec import EvalsSpec
 from grid.lm.scales import SCALES_FILE, Scale, get_scale
 from grid.models.config import ModelConfig
 from grid.models.ffn import FFNConfig
 
+SUITE = "lm"
+# the runtime block of an LM trial's config: where the shards are and how the trial is spread over workers
+# (grid/lm/trial.py reads them); never hashed. Everything else in the config is the hashed block.
+RUNTIME_FIELDS = ("data_dir", "data_local", "data_spec", "ddp", "ddp_storage")
 ASSUMED_MFU = 0.4  # for GPU-hour estimates in `plan` only
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
@@ -117,9 +122,16 @@ class LMTrial:
     seed: int
     model: ModelConfig
     train: dict[str, Any]  # resolved recipe: lr, steps, batch, seq_len, accumulation, ...
-    config: dict[str, Any]  # what trial_key hashes
+    config: dict[str, Any]  # the hashed block: what trial_key hashes
     trial_key: str
     counts: dict[str, Any] = field(default_factory=dict)
+
+    def on_device(self, device: str) -> "LMTrial":
+        """This trial planned for device class `device` (cpu | cuda): its hashed block and key say so."""
+        if device not in DEVICE_CLASSES:
+            raise ValueError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICE_CLASSES)}")
+        config = {**self.config, "device": device}
+        return replace(self, config=config, trial_key=trial_key(SUITE, config))
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -203,8 +215,9 @@ def model_for(arch: ArchSpec, hybrid, scale: Scale, vocab_size: int, recipe: Rec
                        tie_embeddings=recipe.tie_embeddings, context=scale.seq_len)
 
 
-def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) -> list[LMTrial]:
-    """The explicit trial list (deterministic order: architecture, hybrid, scale, seed)."""
+def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True, device: str = "cpu") -> list[LMTrial]:
+    """The explicit trial list (deterministic order: architecture, hybrid, scale, seed), planned for device
+    class `device` (LMTrial.on_device moves a trial to another)."""
     from grid.models.accounting import account  # noqa: PLC0415
     from grid.models.registry import get_mixer  # noqa: PLC0415
     from grid.models.stack import build_for_counting  # noqa: PLC0415
@@ -239,12 +252,12 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True) 
                     raise GridError(f"{where}: the model cannot be built with architectures[{arch.name}].mixer_kwargs "
                                     f"{arch.mixer_kwargs}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
                 for seed in spec.seeds:
-                    config = {"suite": "lm", "model": cfg.model_dump(mode="json"), "train": train,
+                    config = {"suite": SUITE, "model": cfg.model_dump(mode="json"), "train": train,
                               "recipe": spec.recipe.model_dump(mode="json"), "data_hash": data_hash,
-                              "seed": seed, "env_profile": spec.env_profile}
-                    if spec.evals is not None:  # absent otherwise: grids without evals keep their keys
+                              "seed": seed, "env_profile": spec.env_profile, "device": device}
+                    if spec.evals is not None:  # absent otherwise
                         config["evals"] = spec.evals.model_dump(mode="json")
-                    key = content_hash(config)
+                    key = trial_key(SUITE, config)
                     if key in seen:
                         continue
                     seen.add(key)
@@ -259,5 +272,5 @@ def estimate(trial: LMTrial) -> dict[str, float]:
     return {"train_flops": flops, "gpu_hours": flops / (PEAK_BF16_FLOPS * ASSUMED_MFU) / 3600}
 
 
-__all__ = ["SCALES_FILE", "ArchSpec", "GridError", "GridSpec", "LMTrial", "Recipe", "Resources", "estimate",
+__all__ = ["RUNTIME_FIELDS", "SCALES_FILE", "SUITE", "ArchSpec", "GridError", "GridSpec", "LMTrial", "Recipe", "Resources", "estimate",
            "expand", "load_grid", "model_for", "resolve_train"]

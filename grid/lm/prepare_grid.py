@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grid.lm.gridspec import GridError, GridSpec, LMTrial
+from grid.lm.gridspec import SUITE, GridError, GridSpec, LMTrial
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAINABLE = "grid.lm.trial:run_lm"
-SUITE = "lm"
 
 
 @dataclass
@@ -162,8 +161,10 @@ def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, 
     (grid/data/cache.py) instead of reading `data_dir`: a cluster without shared storage."""
     import os  # noqa: PLC0415
 
+    from grid.keys import device_class  # noqa: PLC0415
+    from grid.lm.gridspec import RUNTIME_FIELDS  # noqa: PLC0415
     from grid.run.resources import AUTOTUNE_ENV, decide  # noqa: PLC0415
-    from grid.run.spec import Resources, TrialSpec  # noqa: PLC0415
+    from grid.run.spec import Resources, make_trial  # noqa: PLC0415
 
     res = spec.resources
     notes: list[str] = []
@@ -172,7 +173,9 @@ def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, 
         notes.append(f"no GPU: resources.gpus_per_trial={res.gpus_per_trial:g} ignored, trials run on CPU, "
                      "one process each")
     out = []
+    device = device_class(max(n_gpu, 0))  # with GPUs every trial gets some (a share, one, or k data-parallel)
     for t in trials:
+        t = t.on_device(device)
         extras: dict[str, Any] = {"data_dir": str(Path(data_dir).resolve())}
         if data_spec is not None:
             extras.update(data_local=True, data_spec=data_spec)
@@ -196,9 +199,9 @@ def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, 
                                        f"{max_concurrent} trial(s) at a time")
         if n_gpu > 0 and d.why not in notes:
             notes.append(d.why)
-        out.append(TrialSpec(trial_key=t.trial_key, suite=SUITE, grid=spec.name, trainable=TRAINABLE,
-                             config={**t.config, **extras}, columns=columns_of(t, spec), resources=resources,
-                             env=d.env, work=trial_work(t)))
+        assert set(extras) <= set(RUNTIME_FIELDS), extras
+        out.append(make_trial(t.config, runtime=extras, suite=SUITE, grid=spec.name, trainable=TRAINABLE,
+                              columns=columns_of(t, spec), resources=resources, env=d.env, work=trial_work(t)))
     return out, max_concurrent, notes
 
 

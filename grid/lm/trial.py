@@ -1,7 +1,7 @@
 """The LM pretraining trial: `run_lm(config, ctx) -> dict`, run by the Ray runner on a worker.
 
-`config` is `LMTrial.config` (model, resolved train block, recipe, data_hash, seed, env_profile:
-everything `trial_key` hashes) plus extras that do not change the result (NOT_HASHED):
+`config` is `LMTrial.config` (model, resolved train block, recipe, data_hash, seed, env_profile, device
+class: the hashed block of `trial_key`) plus the runtime block (gridspec.RUNTIME_FIELDS):
 `data_dir` (absolute path of the prepared token shards), `data_local` + `data_spec` (on a cluster
 without shared storage: prepare the shards in this node's cache, grid/data/cache.py), `ddp` ({"workers": k, "use_gpu": bool,
 "cpus_per_worker": c} for a data-parallel trial, see grid/lm/ddp.py) and `ddp_storage`.
@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-NOT_HASHED = ("data_dir", "data_local", "data_spec", "ddp", "ddp_storage")
 CURVE_PREFIX = "curve/"  # = grid.run.callbacks.CURVE_PREFIX (not imported: that module imports Ray)
 FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run
 SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
@@ -249,6 +248,10 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
 
     tr, rc = config["train"], config["recipe"]
     device = device if device is not None else default_device()
+    planned = config.get("device")  # the device class the trial_key says (a CPU and a GPU run are two trials)
+    if planned is not None and planned != device.type:
+        raise _permanent()(f"the trial was planned for device class {planned!r} (part of its trial_key) but runs on "
+                           f"{device.type!r} here: plan and run on the same kind of machine")
     reset_peak_memory(device)
     data_dir = config.get("data_dir")
     if config.get("data_local"):  # a cluster node: the shards are built here from the spec (grid/data/cache.py)
@@ -449,4 +452,4 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     return out
 
 
-__all__ = ["CURVE_PREFIX", "LMTrialError", "NOT_HASHED", "check_env", "lm_loss", "run_lm", "train_lm"]
+__all__ = ["CURVE_PREFIX", "LMTrialError", "check_env", "lm_loss", "run_lm", "train_lm"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, int_range, parse
+from grid.keys import device_class
 
 REPO = Path(__file__).resolve().parent.parent.parent
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
@@ -94,6 +95,8 @@ def plan_main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="prepared data dir (default: the data spec's out_dir)")
     p.add_argument("--vocab-size", type=int_range(2), default=None, help="plan with this vocabulary size instead of reading "
                    "it from the data (e.g. an hf tokenizer on an offline machine); trial keys are then provisional")
+    p.add_argument("--n-gpu", type=int_range(0), default=None, help="plan for this many GPUs (default: the GPUs visible "
+                   "here; trial keys include the device class, so a CPU plan and a GPU plan differ)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
@@ -106,7 +109,8 @@ def plan_main(argv: list[str] | None = None) -> int:
     try:
         spec = _load(args.grid)
         ident = data_identity(spec, args.grid, args.data_dir, vocab_size=args.vocab_size)
-        trials = expand(spec, ident.vocab_size, ident.data_hash)
+        n_gpu = _visible_gpus() if args.n_gpu is None else args.n_gpu
+        trials = expand(spec, ident.vocab_size, ident.data_hash, device=device_class(n_gpu))
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
         return _err(str(exc))
     done, unreadable = _stored(args.results)
@@ -337,7 +341,7 @@ def run_main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     print(f"grid {spec.name}: {summary.n_total} trial(s): {summary.n_skipped} already in the store, {summary.n_ok} "
           f"ok, {summary.n_other} diverged/other, {summary.n_failed} failed, {len(summary.missing)} not run")
-    print_leaderboard(args.results, spec.name, {t.trial_key for t in trials})
+    print_leaderboard(args.results, spec.name, {t.trial_key for t in specs})
     return 0 if summary.n_failed == 0 and not summary.missing else 1
 
 

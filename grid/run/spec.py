@@ -1,4 +1,10 @@
-"""What one trial is: the resolved config (hashed into `trial_key`), where it runs, what it needs.
+"""What one trial is: the resolved config (its hashed block makes `trial_key`), where it runs, what it needs.
+
+A suite's trial spec has a config of two blocks: the hashed block (everything that can change the
+result; `grid.keys.trial_key(suite, hashed)` is the trial's key) and the runtime block, whose field
+names `runtime` lists (paths, data-parallel layout, CUDA graphs: how it runs, never what it computes).
+`make_trial(hashed, runtime=...)` builds one and a spec with `runtime` set is checked to carry the
+key of its hashed block. A spec made without `runtime` has a key given by hand (packs, test stubs).
 
 A `TrialSpec` is plain data (pydantic, JSON round-trip): the runner ships it to the Ray worker
 as a JSON string and the worker imports `trainable` ("module:function") there, so the driver
@@ -11,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grid.keys import canonical_json, content_hash
+from grid.keys import canonical_json, content_hash, trial_key as key_of
 
 # store columns a trial may describe itself with (anything else belongs in config or metrics)
 DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("model_id", "mixer", "backend", "task", "setting", "lr", "wd", "seed")
@@ -64,7 +70,7 @@ class Work(BaseModel):
 
 
 class TrialSpec(BaseModel):
-    """One trial: `trial_key` = content_hash(config) unless given explicitly."""
+    """One trial: `trial_key` = trial_key(suite, hashed block of config) for a suite's trial (`runtime` set)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -72,7 +78,10 @@ class TrialSpec(BaseModel):
     suite: str
     grid: str
     trainable: str = Field(description='"package.module:function"; called as fn(config, ctx) on the worker')
-    config: dict[str, Any] = Field(description="the full resolved config: everything that can change the result")
+    config: dict[str, Any] = Field(description="what the trial function gets: the hashed block (everything that can "
+                                   "change the result) and the runtime block (the fields `runtime` names)")
+    runtime: list[str] | None = Field(None, description="the config fields that are NOT hashed into trial_key; None: "
+                                      "a key given by hand (packs, stubs)")
     columns: dict[str, Any] = Field(default_factory=dict, description="descriptive store columns (model_id, mixer, task, setting, lr, wd, seed, ...)")
     resources: Resources = Field(default_factory=Resources)
     members: list[TrialSpec] = Field(default_factory=list, description="a pack: member trials that run together in "
@@ -107,6 +116,15 @@ class TrialSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _key_ok(self) -> "TrialSpec":
+        if self.runtime is not None and not self.members:
+            want = key_of(self.suite, self.hashed())
+            if self.trial_key != want:
+                raise ValueError(f"trial_key {self.trial_key} is not the key of its hashed block ({want}): a suite's "
+                                 "trial keys come from grid.keys.trial_key only")
+        return self
+
+    @model_validator(mode="after")
     def _columns_ok(self) -> "TrialSpec":
         from grid.results.schema import FIXED_COLUMNS, coerce_fixed, infer_type
 
@@ -134,6 +152,11 @@ class TrialSpec(BaseModel):
                                  f"{self.suite}/{self.grid} (a pack holds trials of one suite and grid)")
         return self
 
+    def hashed(self) -> dict[str, Any]:
+        """The hashed block of the config (all of it for a spec without `runtime`)."""
+        skip = set(self.runtime or ())
+        return {k: v for k, v in self.config.items() if k not in skip}
+
     @property
     def config_json(self) -> str:
         return canonical_json(self.config)
@@ -152,25 +175,35 @@ def make_trial(
     suite: str,
     grid: str,
     trainable: str,
+    runtime: dict[str, Any] | None = None,
     columns: dict[str, Any] | None = None,
     resources: Resources | dict[str, float] | None = None,
     trial_key: str | None = None,
     work: Work | None = None,
+    env: dict[str, str] | None = None,
 ) -> TrialSpec:
-    """Build a TrialSpec; `trial_key` defaults to content_hash(config)."""
+    """A suite's TrialSpec: `config` is the hashed block, `runtime` the runtime block (the trial function gets
+    both in one dict); `trial_key` = grid.keys.trial_key(suite, config). An explicit `trial_key` makes a
+    hand-keyed spec instead (tests, stubs)."""
+    runtime = dict(runtime or {})
+    clash = sorted(set(config) & set(runtime))
+    if clash:
+        raise ValueError(f"fields {clash} are in both the hashed and the runtime block")
     if resources is None:
         resources = Resources()
     elif isinstance(resources, dict):
         resources = Resources(**resources)
     return TrialSpec(
-        trial_key=trial_key if trial_key is not None else content_hash(config),
+        trial_key=trial_key if trial_key is not None else key_of(suite, config),
         suite=suite,
         grid=grid,
         trainable=trainable,
-        config=config,
+        config={**config, **runtime},
+        runtime=None if trial_key is not None else sorted(runtime),
         columns=dict(columns or {}),
         resources=resources,
         work=work,
+        env=dict(env or {}),
     )
 
 
