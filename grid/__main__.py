@@ -9,12 +9,12 @@ import sys
 
 # command -> ("module:function" taking argv and returning an exit code, its arguments, what it does), by group
 GROUPS: dict[str, dict[str, tuple[str, str, str]]] = {
-    "LM grids (configs/grids/*.yaml)": {
-        "run": ("grid.run.grid_cli:run_main", "GRID.yaml", "run the trials the store lacks (Ray), print the leaderboard"),
-        "plan": ("grid.run.grid_cli:plan_main", "GRID.yaml", "the trial table: params, tokens, FLOPs, GPU-hours"),
-        "submit": ("grid.run.grid_cli:submit_main", "GRID.yaml --address URL", "submit a grid to a Ray cluster "
+    "LM grids (configs/grids/*.yaml) and MAD sweeps (configs/mad/sweeps/*.yaml)": {
+        "run": ("grid.run.suites:run_main", "FILE.yaml", "run the trials the store lacks (Ray), print the table"),
+        "plan": ("grid.lm.cli:plan_main", "GRID.yaml", "the trial table: params, tokens, FLOPs, GPU-hours"),
+        "submit": ("grid.lm.cli:submit_main", "GRID.yaml --address URL", "submit a grid to a Ray cluster "
                    "(Ray Jobs API)"),
-        "status": ("grid.run.grid_cli:status_main", "", "done / failed / in flight per grid"),
+        "status": ("grid.run.status:status_main", "", "done / failed / in flight per grid"),
     },
     "Results": {
         "results": ("grid.results.cli:main", "show | query SQL", "tables of trials; DuckDB SQL over the store"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from grid.lm.gridspec import expand, load_grid
-from grid.run.grid_cli import REPO, SUBMIT_EXCLUDES, plan_main, submit_main
+from grid.lm.cli import REPO, SUBMIT_EXCLUDES, plan_main, submit_main
 from tests.helpers import write_tiny_bytes_spec
 
 
@@ -95,7 +95,7 @@ def fake_client(monkeypatch):
 def test_submit_builds_the_run_command_with_profile_runtime_env():
     """What the job runs (the submission itself is tested against a real cluster in tests/test_cluster.py)."""
     from grid.envprofile import load_profile
-    from grid.run.grid_cli import _submit_parser, build_job
+    from grid.lm.cli import _submit_parser, build_job
 
     args = _submit_parser().parse_args(["configs/grids/quickstart.yaml", "--address", "http://head:8265",
                                         "--env-profile", "current", "--results", "/shared/results",
@@ -167,7 +167,7 @@ def test_status_counts_rows_and_unfinished_trials(tmp_path, capsys):
     import json
 
     from grid.results.store import ResultsStore
-    from grid.run.grid_cli import status_main
+    from grid.run.status import status_main
 
     store = ResultsStore(tmp_path / "store")
     store.write_row({"trial_key": "k1", "status": "ok"}, suite="lm", grid="g")

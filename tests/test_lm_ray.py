@@ -14,7 +14,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from grid.results.store import ResultsStore  # noqa: E402
-from grid.run.grid_cli import run_main, status_main  # noqa: E402
+from grid.lm.cli import run_main  # noqa: E402
+from grid.run.status import status_main  # noqa: E402
 from tests.helpers import embedded_ray, write_tiny_bytes_spec  # noqa: E402
 
 

@@ -42,7 +42,7 @@ def test_every_cli_uses_the_same_defaults(monkeypatch, tmp_path):
     _clean_env(monkeypatch)
     monkeypatch.chdir(tmp_path)
     from evals.mad.run import build_parser
-    from grid.run.grid_cli import _run_parser
+    from grid.lm.cli import _run_parser
 
     lm = _run_parser().parse_args(["g.yaml"])
     mad = build_parser("gla").parse_args([])

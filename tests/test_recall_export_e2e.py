@@ -44,7 +44,7 @@ evals:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One finished trial (gla 3:1 at cpu-tiny, 4 steps) run by `python -m grid run` on an embedded Ray."""
-    from grid.run.grid_cli import run_main
+    from grid.lm.cli import run_main
 
     root = tmp_path_factory.mktemp("recall")
     write_tiny_bytes_spec(root)

@@ -55,7 +55,7 @@ def test_one_bad_file_does_not_take_readers_down(tmp_path, capsys, case):
     assert "warning" not in capsys.readouterr().err  # not repeated by the same reader
 
     from grid.analysis.cli import main as analyze
-    from grid.run.grid_cli import status_main
+    from grid.run.status import status_main
 
     assert status_main(["--results", str(store.root), "--ray-tmp-path", str(tmp_path / "ray")]) == 0
     out = capsys.readouterr()
@@ -72,7 +72,7 @@ def test_one_bad_file_does_not_take_readers_down(tmp_path, capsys, case):
 def test_plan_counts_stored_trials_despite_a_bad_file(tmp_path, capsys):
     """Defect: `grid plan` silently reported '0 already ok' when the store had one bad file."""
     from grid.lm.gridspec import expand, load_grid
-    from grid.run.grid_cli import plan_main
+    from grid.lm.cli import plan_main
     from tests.helpers import write_tiny_bytes_spec
 
     write_tiny_bytes_spec(tmp_path)

@@ -100,6 +100,18 @@ def build_backbone(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str
     return model
 
 
+def backbone_params(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str = DEFAULT_PROTOCOL) -> int | None:
+    """Parameters of the backbone `build_backbone` makes (counted on the reference backend, which has the
+    fused layers' names and shapes); None when the mixer has no reference backend."""
+    from grid.models.errors import BackendUnavailable  # noqa: PLC0415
+
+    try:
+        model = build_backbone(cfg.model_copy(update={"backend": "reference"}), task_code, seq_len, protocol)
+    except BackendUnavailable:
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
 def token_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CrossEntropy(ignore_index=-100) over the flattened logits, in fp32."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)

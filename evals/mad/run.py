@@ -17,6 +17,7 @@ from pathlib import Path
 from evals.mad.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
+from evals.mad.suite import NAME, RUNTIME_FIELDS, TRAINABLE
 from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
 
 LRS = (1e-4, 5e-4, 1e-3)
@@ -171,13 +172,6 @@ def run_work(setting, cfg):
                 epochs=cfg.epochs, may_stop_early=True)
 
 
-SUITE = "mad"
-TRAINABLE = "evals.mad.protocol:run_mad"
-# the runtime block of a MAD run's config (where the data is, how it is read, CUDA graphs: bit-identical
-# replays of the same kernels); everything else of MADRunConfig is the hashed block of its trial_key
-RUNTIME_FIELDS = ("data_root", "num_workers", "cuda_graph")
-
-
 def make_trials(args, settings) -> list:
     """One TrialSpec per (setting, lr, wd). The hashed block is the run's MADRunConfig without the runtime
     fields: it holds the model as it will be built (resolved from configs/mad/architectures.yaml), the
@@ -213,7 +207,7 @@ def mad_trial(cfg, *, resources=None, work=None):
     config = cfg.model_dump(mode="json")
     s = cfg.mad_setting()
     hashed = {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
-    return make_trial(hashed, runtime={k: config[k] for k in RUNTIME_FIELDS}, suite=SUITE, grid=SUITE,
+    return make_trial(hashed, runtime={k: config[k] for k in RUNTIME_FIELDS}, suite=NAME, grid=NAME,
                       trainable=TRAINABLE, resources=resources, work=work,
                       columns={"model_id": cfg.label(), "protocol": cfg.protocol, "mixer": cfg.model_cfg(s.seq_len).mixer,
                                "task": s.code, "setting": s.setting_id, "lr": cfg.lr, "wd": cfg.weight_decay,

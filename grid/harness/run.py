@@ -7,8 +7,8 @@ own stack, so the harness scores exactly the model the grid trained, on CPU or G
 the harness's `HFLM`. Every task of the harness's results becomes one row of suite `lm-eval`, grid
 = the trial's grid, written by the one results writer (ResultsStore.write_row). The row carries the
 trial's descriptive columns, `source_trial_key`, the task, and each metric as a column
-(schema.lm_eval_column: `acc`, `acc_stderr`, `word_perplexity`, ...). Its trial_key is the content
-hash of the row's config (source trial, task, the task's resolved harness config and version,
+(schema.lm_eval_column: `acc`, `acc_stderr`, `word_perplexity`, ...). Its trial_key is grid.keys.trial_key
+of the row's config (source trial, task, the task's resolved harness config and version,
 few-shot, limit, seed, export format): running the same evaluation again replaces the row.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grid.keys import canonical_json, content_hash
+from grid.keys import canonical_json, content_hash, trial_key as key_of
 from grid.results.schema import LM_EVAL_SUITE, PROVENANCE_COLUMNS, SOURCE_TRIAL_KEY, lm_eval_column
 
 COPIED_COLUMNS = ("model_id", "mixer", "backend", "hybrid", "scale", "seed", "non_embedding_params")
@@ -100,7 +100,7 @@ def run_lm_eval(trial_key: str, tasks: list[str], *, results: str | Path, ray_tm
                   "num_fewshot": out.get("n-shot", {}).get(task, num_fewshot), "limit": limit, "seed": seed,
                   "export_format": exported.format}
         n = (out.get("n-samples", {}).get(task) or {}).get("effective")
-        row = {"trial_key": content_hash(config), "status": "ok", "config_json": canonical_json(config), "task": task,
+        row = {"trial_key": key_of(LM_EVAL_SUITE, config), "status": "ok", "config_json": canonical_json(config), "task": task,
                SOURCE_TRIAL_KEY: trial_key, **{c: source.get(c) for c in COPIED_COLUMNS},
                "wall_s": wall, "started_at": started, "finished_at": finished, **prov,
                "lm_eval_version": version, "export_format": exported.format, "num_fewshot": config["num_fewshot"],

@@ -3,6 +3,7 @@
     python -m grid results query "SELECT mixer, avg(test_acc) FROM results GROUP BY 1" [--store|--results DIR] [--format table|csv|json]
     python -m grid results show [--suite S] [--grid G] [--status ok] [--store DIR] [--limit N] [--columns A,B | --all]
     python -m grid results check [--store DIR] [--quarantine]
+    python -m grid results rekey [--store DIR] [--dry-run]
 
 Views: `results` (one row per trial), `curves` (per-step rows, when trials wrote any) and
 `history` (rows that a later write of the same trial replaced, e.g. with --force).
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--store", "--results", dest="store", default=_default_store())
     c.add_argument("--quarantine", action="store_true", help="move unreadable files to STORE/quarantine/, remove "
                    "abandoned temp files, keep only the newest row of a trial_key (the others go to history/)")
+    r = sub.add_parser("rekey", help="move rows made under an earlier trial-key rule onto today's (grid/results/rekey.py)")
+    r.add_argument("--store", "--results", dest="store", default=_default_store())
+    r.add_argument("--dry-run", action="store_true", help="only list what would change")
     return p
 
 
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         report = quarantine(args.store) if args.quarantine else check_store(args.store)
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
+
+    if args.cmd == "rekey":
+        from grid.results.rekey import rekey  # noqa: PLC0415
+
+        report = rekey(args.store, dry_run=args.dry_run)
+        print("\n".join(report.lines()))
+        return 0
 
     import duckdb
 

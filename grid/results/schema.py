@@ -102,6 +102,11 @@ def lm_eval_column(metric: str, filter_name: str = "none") -> str:
     return clean
 
 
+# `python -m grid results rekey` (grid/results/rekey.py): the key a row had before it was re-keyed (its Tune
+# trial directory and checkpoints are still named by it)
+REKEYED_FROM = "rekeyed_from"
+
+
 # DuckDB type names of the fixed columns (for the empty-store view)
 DUCKDB_TYPES: dict[str, str] = {
     "string": "VARCHAR",

@@ -152,6 +152,14 @@ class ResultsStore:
         hist = self.root / HISTORY_DIR / (Path(CURVES_DIR) / rel if curves else rel)
         _keep(old, hist.with_name(f"{hist.stem}@{stamp}{hist.suffix}"))
 
+    def retire(self, path: Path, curves: bool = False) -> None:
+        """Move the row (or curve) file `path` of this store into history/ (a re-keyed or superseded row)."""
+        self._retire(path, _stamp(), curves)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
     def _publish_keeping_history(self, table, final: Path, trial_key: str, curves: bool) -> Path:
         stamp = _stamp()
         existing = self.files_of(trial_key, curves=curves)

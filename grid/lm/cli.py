@@ -1,11 +1,10 @@
-"""`python -m grid plan|run|submit|status`: LM grids (configs/grids/*.yaml) on Ray.
+"""`python -m grid plan|run|submit`: the LM suite's commands for its grids (configs/grids/*.yaml) on Ray.
 
     plan GRID.yaml      the expanded trial table (nothing runs, data need not be prepared)
     run GRID.yaml       prepare the data, run what the store lacks on the embedded local Ray
                         (or --address), print the grid's leaderboard
     submit GRID.yaml --address http://HEAD:8265
                         validate, then submit `python -m grid run GRID.yaml ...` as a Ray Job
-    status              done / failed / in flight per grid, from the store and Tune's experiment dirs
 
 Bad grid files and flags exit with status 2 and one line naming the field, the value and what is
 allowed (grid/cliargs.py), before any data is prepared or any trial starts; output paths are
@@ -23,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, int_range, parse
 from grid.keys import device_class
@@ -31,25 +31,6 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
 SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",
                    "__pycache__/", "*.egg-info/", ".pytest_cache/"]
-
-
-def _default_store() -> str:
-    from grid.paths import store  # noqa: PLC0415
-
-    return store()
-
-
-def _default_ray_tmp() -> str:
-    from grid.paths import ray_tmp  # noqa: PLC0415
-
-    return ray_tmp()
-
-
-def _err(msg: str) -> int:
-    return fail(msg)
-
-
-_parse = parse
 
 
 def _load(path: str):
@@ -91,13 +72,13 @@ def plan_main(argv: list[str] | None = None) -> int:
     p = StrictParser(prog="python -m grid plan", description="Print the expanded trial table of an "
                      "LM grid (nothing is run or prepared).")
     p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
-    p.add_argument("--results", default=_default_store(), help="results store (marks trials already done)")
+    p.add_argument("--results", default=paths.store(), help="results store (marks trials already done)")
     p.add_argument("--data-dir", default=None, help="prepared data dir (default: the data spec's out_dir)")
     p.add_argument("--vocab-size", type=int_range(2), default=None, help="plan with this vocabulary size instead of reading "
                    "it from the data (e.g. an hf tokenizer on an offline machine); trial keys are then provisional")
     p.add_argument("--n-gpu", type=int_range(0), default=None, help="plan for this many GPUs (default: the GPUs visible "
                    "here; trial keys include the device class, so a CPU plan and a GPU plan differ)")
-    args = _parse(p, argv)
+    args = parse(p, argv)
     if isinstance(args, int):
         return args
     from grid.lm.gridspec import ASSUMED_MFU, PEAK_BF16_FLOPS, estimate, expand  # noqa: PLC0415
@@ -112,7 +93,7 @@ def plan_main(argv: list[str] | None = None) -> int:
         n_gpu = _visible_gpus() if args.n_gpu is None else args.n_gpu
         trials = expand(spec, ident.vocab_size, ident.data_hash, device=device_class(n_gpu))
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
-        return _err(str(exc))
+        return fail(str(exc))
     done, unreadable = _stored(args.results)
     rows, tot_flops, tot_h = [], 0.0, 0.0
     for i, t in enumerate(trials, 1):
@@ -202,13 +183,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="python -m grid run", description="Prepare the data of an LM grid, run its "
                      "trials that the store lacks on Ray, print its leaderboard.")
     p.add_argument("grid", help="grid file, e.g. configs/grids/quickstart.yaml")
-    p.add_argument("--results", default=_default_store(), help="parquet results store")
+    p.add_argument("--results", default=paths.store(), help="parquet results store")
     p.add_argument("--force", action="store_true", help="re-run trials that already have an ok row (the old row "
                    "is kept in the store's history)")
     p.add_argument("--n-gpu", type=int_range(0), default=None, help="GPUs to use (default: all visible; 0 = CPU)")
     p.add_argument("--max-failures", type=int_range(-1), default=1,
                    help="retries per trial (from its last checkpoint; -1 = no limit)")
-    p.add_argument("--ray-tmp-path", default=_default_ray_tmp(), help="Ray Tune experiment storage")
+    p.add_argument("--ray-tmp-path", default=paths.ray_tmp(), help="Ray Tune experiment storage")
     p.add_argument("--data-dir", default=None, help="where the token shards live (default: the data spec's "
                    "out_dir); on a multi-node cluster a path every node can read")
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto inside a Ray Job)")
@@ -230,7 +211,7 @@ def parity_env(policy: str) -> dict[str, str]:
 
 
 def run_main(argv: list[str] | None = None) -> int:
-    args = _parse(_run_parser(), argv)
+    args = parse(_run_parser(), argv)
     if isinstance(args, int):
         return args
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
@@ -262,15 +243,15 @@ def run_main(argv: list[str] | None = None) -> int:
         ident = data_identity(spec, args.grid, args.data_dir)
         planned = expand(spec, ident.vocab_size, ident.data_hash)
     except (GridError, OutputPathError) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     except ValueError as exc:  # ConfigError from building a layer at some scale
-        return _err(str(exc))
+        return fail(str(exc))
     if args.address is None:  # the embedded Ray runs the trials here: what cannot be built here never starts
         from grid.run.preflight import backend_problems  # noqa: PLC0415
 
         problems = backend_problems(t.model for t in planned)
         if problems:
-            return _err(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
+            return fail(f"grid {spec.name}: cannot run on this machine: {'; '.join(problems)}")
     print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
     try:
         if local_data:
@@ -283,13 +264,13 @@ def run_main(argv: list[str] | None = None) -> int:
             data_spec = None
             manifest = prepare_data(spec, args.grid, args.data_dir)
     except GridError as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     except (ValueError, RuntimeError, OSError) as exc:  # PrepareError, DataDirError, tokenizer errors, ...
-        return _err(f"preparing the data of grid {spec.name}: {exc}")
+        return fail(f"preparing the data of grid {spec.name}: {exc}")
     try:
         trials = expand(spec, int(manifest["tokenizer"]["vocab_size"]), manifest["content_hash"])
     except ValueError as exc:  # GridError, and ConfigError from building a layer at some scale
-        return _err(str(exc))
+        return fail(str(exc))
 
     import ray  # noqa: PLC0415
 
@@ -310,7 +291,7 @@ def run_main(argv: list[str] | None = None) -> int:
                                                           gpu_memory_gib=None if args.address else _gpu_memory_gib(),
                                                           data_spec=data_spec)
         except GridError as exc:
-            return _err(str(exc))
+            return fail(str(exc))
         if args.address is not None:  # every node reaches what the grid writes (and a shared --data-dir)
             from grid.run.reach import cluster_problems  # noqa: PLC0415
 
@@ -319,7 +300,7 @@ def run_main(argv: list[str] | None = None) -> int:
                 paths["--data-dir"] = args.data_dir
             problem = cluster_problems(paths)
             if problem:
-                return _err(f"grid {spec.name}: {problem}")
+                return fail(f"grid {spec.name}: {problem}")
             if local_data:
                 print(f"note: no shared --data-dir: each node prepares the data in its cache ({manifest['dir']} "
                       "here) and checks its content_hash", file=sys.stderr)
@@ -420,7 +401,7 @@ def build_job(args) -> tuple[Any, str, dict[str, Any], Any]:
 
 
 def submit_main(argv: list[str] | None = None) -> int:
-    args = _parse(_submit_parser(), argv)
+    args = parse(_submit_parser(), argv)
     if isinstance(args, int):
         return args
     from grid.envprofile import ProfileError  # noqa: PLC0415
@@ -429,14 +410,14 @@ def submit_main(argv: list[str] | None = None) -> int:
     try:
         spec, entrypoint, runtime_env, profile = build_job(args)
     except (GridError, ProfileError, ValueError) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     if profile is None:
         print("note: no environment profile: the job uses the cluster's installed packages unchecked",
               file=sys.stderr)
     try:
         from ray.job_submission import JobSubmissionClient  # noqa: PLC0415
     except ImportError as exc:
-        return _err(f"the Ray Jobs client needs ray[default]: pip install -e '.[cluster]' ({exc})")
+        return fail(f"the Ray Jobs client needs ray[default]: pip install -e '.[cluster]' ({exc})")
     try:
         client = JobSubmissionClient(args.address)
         sid = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.submission_id,
@@ -458,61 +439,4 @@ def submit_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ status
-
-def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
-    """Per Tune experiment dir (with a lingrid manifest): trials without a row, with and without a trial dir
-    (Tune creates a trial's dir when it schedules the trial, or when it restores the experiment)."""
-    from grid.run.runner import MANIFEST  # noqa: PLC0415
-
-    out = []
-    if not ray_tmp.is_dir():
-        return out
-    for exp in sorted(p for p in ray_tmp.iterdir() if (p / MANIFEST).is_file()):
-        try:
-            keys = list(json.loads((exp / MANIFEST).read_text())["trials"])
-        except (OSError, ValueError, KeyError):
-            continue
-        open_keys = [k for k in keys if k not in rows]
-        started = sum(1 for k in open_keys if (exp / k).is_dir())
-        if open_keys:
-            out.append([exp.name, len(keys), len(keys) - len(open_keys), started, len(open_keys) - started])
-    return out
-
-
-def status_main(argv: list[str] | None = None) -> int:
-    p = StrictParser(prog="python -m grid status", description="Done / failed / in flight per grid.")
-    p.add_argument("--results", default=_default_store())
-    p.add_argument("--ray-tmp-path", default=_default_ray_tmp())
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
-    from grid.results.store import ResultsStore  # noqa: PLC0415
-    from grid.textable import table  # noqa: PLC0415
-
-    store = ResultsStore(args.results)
-    df = store.query("SELECT suite, grid, status, count(*) AS n FROM results GROUP BY suite, grid, status")
-    keys = store.trial_keys()
-    if len(df):
-        stats = ["ok", "diverged", "nan", "error", "skipped"]
-        body = []
-        for (suite, grid), part in df.groupby(["suite", "grid"], sort=True):
-            by = dict(zip(part["status"], part["n"]))
-            body.append([suite, grid, *[int(by.get(s, 0)) for s in stats], int(part["n"].sum())])
-        print(f"results in {args.results}:")
-        print(table(["suite", "grid", "ok", "diverged", "nan", "failed", "skipped", "rows"], body))
-    else:
-        print(f"results in {args.results}: no rows")
-    flight = _in_flight(Path(args.ray_tmp_path), keys)
-    print()
-    if flight:
-        print(f"Tune experiments in {args.ray_tmp_path} with trials that have no row yet. A trial with a trial dir "
-              "was scheduled: it is running now, or its run was interrupted (`run` again resumes it from its last "
-              "checkpoint); one without has not started:")
-        print(table(["experiment", "trials", "with row", "trial dir, no row", "not started"], flight))
-    else:
-        print(f"no unfinished trials in the Tune experiments under {args.ray_tmp_path}")
-    return 0
-
-
-__all__ = ["plan_main", "print_leaderboard", "run_main", "status_main", "submit_main"]
+__all__ = ["plan_main", "print_leaderboard", "run_main", "submit_main"]
