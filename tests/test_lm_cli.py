@@ -156,7 +156,8 @@ def test_trial_resources_single_gpu_fraction_and_data_parallel(tmp_path):
     ts, conc, notes = specs(2, 4)  # data-parallel: the Tune trial is a CPU driver, Train workers hold the GPUs
     assert (ts[0].resources.gpu, conc) == (0, 2) and notes
     assert ts[0].config["ddp"] == {"workers": 2, "use_gpu": True, "cpus_per_worker": 2}
-    assert ts[0].trial_key == expand(load_grid(tmp_path / "g.yaml"), 257, "h", count=False)[0].trial_key
+    # the key is the planned trial's, on the device class it runs on (GPU trials: cuda)
+    assert ts[0].trial_key == expand(load_grid(tmp_path / "g.yaml"), 257, "h", count=False, device="cuda")[0].trial_key
     with pytest.raises(GridError, match="gpus_per_trial=4 but the cluster has 2"):
         specs(4, 2)
     ts, _, notes = specs(2, 0)  # no GPU at all: single-process CPU trials, said so

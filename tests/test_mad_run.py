@@ -99,16 +99,18 @@ def test_table_printed_from_store(tmp_path, capsys):
     assert "| gla |" in out and "0.700" in out
 
 
-def test_cli_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
+def test_sweep_file_end_to_end_records_the_autotune_policy_from_the_worker(tmp_path):
     # one tiny run through the real command and Ray: the policy travels to the worker by runtime_env
     import subprocess
     import sys
 
     from grid.results.store import ResultsStore
 
-    cmd = [sys.executable, "-m", "evals.mad.mad_eval_gla", "--tasks", "M", "--settings", "baseline", "--epochs", "1",
-           "--max-train-examples", "64", "--lrs", "1e-3", "5e-4", "--wds", "0", "--n-gpu", "0", "--autotune", "first",
-           "--batch", "on",
+    # through `python -m grid run SWEEP.yaml` (the suites' one front door): the file's fields, then the flags
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("suite: mad\narch: gla\ntasks: [M]\nsettings: baseline\nepochs: 1\nlrs: [1.0e-3, 5.0e-4]\n")
+    cmd = [sys.executable, "-m", "grid", "run", str(sweep), "--wds", "0",
+           "--max-train-examples", "64", "--n-gpu", "0", "--autotune", "first", "--batch", "on",
            "--results", str(tmp_path / "res"), "--ray-tmp-path", str(tmp_path / "ray"),
            "--data-path", str(tmp_path / "data"), "--num-workers", "1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -196,3 +198,19 @@ def test_settings_run_heaviest_first_with_the_spec_order_among_equals():
     assert {(s.code, s.setting_id) for s in ordered[:4]} == {(c, "seq_len=1024") for c in ("CR", "NR", "FR", "SC")}
     assert [s.code for s in ordered[:4]] == ["CR", "NR", "FR", "SC"]  # ties keep the spec's task order
     assert ordered[-1].code == "M"  # 256 examples of 32 tokens
+
+
+def test_sweep_file_is_the_mad_flags_and_rejects_unknown_fields(tmp_path, capsys):
+    from evals.mad.sweep import load_sweep
+    from grid.run.suites import run_main, suite_of_file
+
+    assert load_sweep("configs/mad/sweeps/gla-baseline.yaml").flags() == ["--arch", "gla", "--settings", "baseline"]
+    assert suite_of_file("configs/mad/sweeps/gla-baseline.yaml").NAME == "mad"
+    assert suite_of_file("configs/grids/quickstart.yaml").NAME == "lm"  # grid files need no `suite:`
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("suite: mad\narch: gla\nepoch: 3\n")
+    assert run_main([str(bad)]) == 2
+    assert "epoch: unknown field" in capsys.readouterr().err
+    bad.write_text("suite: nope\n")
+    assert run_main([str(bad)]) == 2
+    assert "suite='nope' is not allowed; allowed: lm, mad" in capsys.readouterr().err
