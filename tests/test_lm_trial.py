@@ -10,7 +10,8 @@ import pytest
 
 from grid.lm import trial as lm_trial
 from grid.lm.gridspec import GridSpec, expand
-from grid.lm.trial import CURVE_PREFIX, check_env, run_lm, throughput_warmup_steps
+from grid.lm.trial import check_env, run_lm, throughput_warmup_steps
+from grid.results.schema import CURVE_PREFIX
 from tests.helpers import write_tiny_bytes_spec
 
 
@@ -144,10 +145,13 @@ def test_exploding_loss_trips_the_guard(data, tmp_path, monkeypatch):
     assert "guard" in out["error"]
 
 
-def test_curve_marker_matches_the_store_callback():
-    from grid.run.callbacks import CURVE_PREFIX as STORE_PREFIX
+def test_final_report_drops_the_stale_curve_point():
+    """ctx.last_metrics keeps the last report's curve/* keys; the final report to Tune must not re-send them."""
+    from grid.run.trainable import final_report
 
-    assert CURVE_PREFIX == STORE_PREFIX == "curve/"
+    last = {CURVE_PREFIX + "step": 6, CURVE_PREFIX + "val_loss": 2.5, "val_loss": 2.5, "steps": 6, "note": "x",
+            "none": None}
+    assert final_report(last) == {"val_loss": 2.5, "steps": 6, "note": "x"}
 
 
 def test_env_profile_is_checked_at_start(tmp_path, monkeypatch):

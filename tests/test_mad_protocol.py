@@ -362,14 +362,15 @@ def test_scoring_refuses_mixed_protocols():
 
 def test_run_mad_metrics_do_not_clash_with_runner_columns(tmp_path):
     """The Ray runner rejects metric names it fills in itself; run_mad must never return one."""
-    from grid.run.trainable import RUNNER_COLUMNS, TUNE_RESERVED
+    from grid.results.schema import RUNNER_COLUMNS
+    from grid.run.trainable import TUNE_RESERVED
     from evals.mad.protocol import run_mad
     from evals.mad.settings import MADSetting
 
     setting = MADSetting(task="memorization", vocab_size=16, seq_len=8, num_train_examples=16, num_test_examples=16)
     out = run_mad(dict(setting=setting.model_dump(), arch="transformer", epochs=1, batch_size=8,
                        data_root=str(tmp_path), device="cpu"))
-    clash = (set(out) - {"status", "error"}) & (RUNNER_COLUMNS | TUNE_RESERVED)
+    clash = (set(out) - {"status", "error"}) & (set(RUNNER_COLUMNS) | TUNE_RESERVED)
     assert not clash, clash
 
 

@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 
 import grid.run.runner as runner  # noqa: E402
 from grid.results.store import ResultsStore  # noqa: E402
-from grid.run.pack import PACK_TRAINABLE, leaves, make_pack  # noqa: E402
+from grid.run.pack import leaves, make_pack  # noqa: E402
 from grid.run.runner import run_trials  # noqa: E402
 from grid.run.spec import TrialSpec, make_trial  # noqa: E402
 from tests.helpers import embedded_ray  # noqa: E402
@@ -120,7 +120,7 @@ def test_pack_validation():
     with pytest.raises(ValueError, match="appears twice"):
         make_pack([a, b, a])
     p = make_pack([a, b])
-    assert p.trainable == PACK_TRAINABLE and leaves(p) == [a, b] and leaves(a) == [a]
+    assert p.trainable == a.trainable and leaves(p) == [a, b] and leaves(a) == [a]
     assert p.trial_key not in (a.trial_key, b.trial_key) and (p.suite, p.grid) == (a.suite, a.grid)
     assert make_pack([b, a]).trial_key == p.trial_key != make_pack([a]).trial_key
 

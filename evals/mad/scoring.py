@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 TASKS = ("CR", "NR", "FR", "M", "C", "SC")  # mad-lab's registry order
-EXPECTED_SETTINGS = {"CR": 11, "NR": 14, "FR": 11, "M": 6, "C": 11, "SC": 13}
 _NAMES = {"in-context-recall": "CR", "noisy-in-context-recall": "NR", "fuzzy-in-context-recall": "FR",
           "memorization": "M", "compression": "C", "selective-copying": "SC"}
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")

@@ -27,7 +27,7 @@ from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, int_range, parse
 from grid.keys import device_class
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = paths.REPO
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
 SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",
                    "__pycache__/", "*.egg-info/", ".pytest_cache/"]
@@ -81,7 +81,8 @@ def plan_main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     if isinstance(args, int):
         return args
-    from grid.lm.gridspec import ASSUMED_MFU, PEAK_BF16_FLOPS, estimate, expand  # noqa: PLC0415
+    from grid.lm.gridspec import ASSUMED_MFU, PLAN_GPU, estimate, expand  # noqa: PLC0415
+    from grid.lm.mfu import peak_bf16_flops  # noqa: PLC0415
     from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
     from grid.textable import table  # noqa: PLC0415
 
@@ -121,7 +122,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     print()
     print(f"{len(trials)} trial(s), {sum(t.trial_key in done for t in trials)} already ok in {args.results}; "
           f"total {tot_flops:.3g} training FLOPs = {tot_h:.3g} GPU-hours at an assumed MFU of "
-          f"{ASSUMED_MFU:.0%} of {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s (H100/H200 SXM dense bf16)")
+          f"{ASSUMED_MFU:.0%} of {peak_bf16_flops(PLAN_GPU) / 1e12:.0f} TFLOP/s (H100/H200 SXM dense bf16)")
     if unreadable & {t.trial_key for t in trials}:
         print(f"{len(unreadable & {t.trial_key for t in trials})} trial(s) have an unreadable file in {args.results} "
               "(named above): `run` runs them again; `python -m grid results check` lists and quarantines them")
@@ -150,7 +151,7 @@ def _gpu_memory_gib() -> float | None:
 
 
 def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> None:
-    """The grid's leaderboard (grid.analysis when available, else grid.lm.leaderboard)."""
+    """The grid's leaderboard (grid/analysis/leaderboard.py)."""
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     if keys is not None:  # the grid's trials wherever they are stored (dedup is by trial_key across grids)
@@ -162,21 +163,10 @@ def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> 
     if not len(df):
         print("(no results)")
         return
-    try:
-        from grid.analysis.leaderboard import lm_leaderboard, to_text  # noqa: PLC0415
-    except ImportError:
-        lm_leaderboard = None
-    if lm_leaderboard is not None:
-        try:
-            tables = lm_leaderboard(df)
-            for scale, tab in tables.items():
-                print(f"scale {scale}: {int((tab['status'] == 'ok').sum())} ok of {len(tab)}\n{to_text(tab)}\n")
-            return
-        except Exception as exc:  # noqa: BLE001 - fall back to the plain table below
-            print(f"(grid.analysis leaderboard failed: {type(exc).__name__}: {exc}; plain table follows)")
-    from grid.lm.leaderboard import leaderboard_text  # noqa: PLC0415
+    from grid.analysis.leaderboard import lm_leaderboard, to_text  # noqa: PLC0415
 
-    print(leaderboard_text(df))
+    for scale, tab in lm_leaderboard(df).items():
+        print(f"scale {scale}: {int((tab['status'] == 'ok').sum())} ok of {len(tab)}\n{to_text(tab)}\n")
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -295,10 +285,10 @@ def run_main(argv: list[str] | None = None) -> int:
         if args.address is not None:  # every node reaches what the grid writes (and a shared --data-dir)
             from grid.run.reach import cluster_problems  # noqa: PLC0415
 
-            paths = {"--results": args.results, "--ray-tmp-path": args.ray_tmp_path}
+            shared = {"--results": args.results, "--ray-tmp-path": args.ray_tmp_path}
             if not local_data and args.data_dir is not None:
-                paths["--data-dir"] = args.data_dir
-            problem = cluster_problems(paths)
+                shared["--data-dir"] = args.data_dir
+            problem = cluster_problems(shared)
             if problem:
                 return fail(f"grid {spec.name}: {problem}")
             if local_data:

@@ -18,16 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grid.keys import DEVICE_CLASSES, trial_key
 from grid.lm.evals.spec import EvalsSpec
+from grid.lm.mfu import peak_bf16_flops
 from grid.lm.scales import SCALES_FILE, Scale, get_scale
 from grid.models.config import ModelConfig
 from grid.models.ffn import FFNConfig
+from grid.run.resources import ResourceRequest
 
 SUITE = "lm"
 # the runtime block of an LM trial's config: where the shards are and how the trial is spread over workers
 # (grid/lm/trial.py reads them); never hashed. Everything else in the config is the hashed block.
 RUNTIME_FIELDS = ("data_dir", "data_local", "data_spec", "ddp", "ddp_storage")
 ASSUMED_MFU = 0.4  # for GPU-hour estimates in `plan` only
-PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
+PLAN_GPU = "H100 SXM"  # the GPU whose peak (grid/lm/mfu.py) `plan` estimates GPU-hours with
 
 
 class GridError(ValueError):
@@ -69,13 +71,6 @@ class ArchSpec(BaseModel):
     hybrid: list[str | list[int]] | None = Field(None, description="overrides the grid's hybrid list")
 
 
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    gpus_per_trial: float | None = Field(None, ge=0, description="None: 1 when the cluster has GPUs, else 0")
-    cpus_per_trial: float = Field(1, gt=0)
-
-
 class GridSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,7 +86,7 @@ class GridSpec(BaseModel):
     recipe: Recipe = Field(default_factory=Recipe)
     evals: EvalsSpec | None = Field(None, description="recall evaluations every trial runs at its end "
                                     "(grid/lm/evals); none when absent")
-    resources: Resources = Field(default_factory=Resources)
+    resources: ResourceRequest = Field(default_factory=ResourceRequest)
 
     @field_validator("scales")
     @classmethod
@@ -269,8 +264,8 @@ def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True, 
 def estimate(trial: LMTrial) -> dict[str, float]:
     """Training FLOPs (3 x forward per token x tokens) and GPU-hours at ASSUMED_MFU on an H100."""
     flops = trial.counts.get("train_flops_per_token", 0.0) * trial.train["tokens"]
-    return {"train_flops": flops, "gpu_hours": flops / (PEAK_BF16_FLOPS * ASSUMED_MFU) / 3600}
+    return {"train_flops": flops, "gpu_hours": flops / (peak_bf16_flops(PLAN_GPU) * ASSUMED_MFU) / 3600}
 
 
-__all__ = ["RUNTIME_FIELDS", "SCALES_FILE", "SUITE", "ArchSpec", "GridError", "GridSpec", "LMTrial", "Recipe", "Resources", "estimate",
+__all__ = ["RUNTIME_FIELDS", "SCALES_FILE", "SUITE", "ArchSpec", "GridError", "GridSpec", "LMTrial", "Recipe", "estimate",
            "expand", "load_grid", "model_for", "resolve_train"]

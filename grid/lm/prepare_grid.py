@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grid import paths
 from grid.lm.gridspec import SUITE, GridError, GridSpec, LMTrial
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = paths.REPO
 TRAINABLE = "grid.lm.trial:run_lm"
 
 

@@ -47,10 +47,6 @@ def _load(path: str) -> dict[str, Scale]:
     return {name: Scale(name=name, **vals) for name, vals in raw.items()}
 
 
-def scale_names(path: Path = SCALES_FILE) -> list[str]:
-    return list(_load(str(path)))
-
-
 def get_scale(name: str, path: Path = SCALES_FILE) -> Scale:
     scales = _load(str(path))
     if name not in scales:

@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-CURVE_PREFIX = "curve/"  # = grid.run.callbacks.CURVE_PREFIX (not imported: that module imports Ray)
+from grid.results.schema import CURVE_PREFIX
+
 FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run
 SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
 
@@ -452,4 +453,4 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     return out
 
 
-__all__ = ["CURVE_PREFIX", "LMTrialError", "check_env", "lm_loss", "run_lm", "train_lm"]
+__all__ = ["LMTrialError", "check_env", "lm_loss", "run_lm", "train_lm"]

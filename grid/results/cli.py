@@ -19,13 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from grid import paths
 from grid.cliargs import StrictParser, fail, int_range, non_empty, parse
-
-
-def _default_store() -> str:
-    from grid.paths import store  # noqa: PLC0415
-
-    return store()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,10 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("query", help="run one read-only SELECT over the views `results`, `curves` and `history`")
     q.add_argument("sql", type=non_empty("SQL statement"), help='e.g. "SELECT mixer, count(*) FROM results GROUP BY 1"')
-    q.add_argument("--store", "--results", dest="store", default=_default_store(), help="store directory (default: $LINGRID_STORE or <repository>/benchmark/results)")
+    q.add_argument("--store", "--results", dest="store", default=paths.store(), help="store directory (default: $LINGRID_STORE or <repository>/benchmark/results)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s = sub.add_parser("show", help="a table per suite: identity, status, main metrics (--columns, --all for more)")
-    s.add_argument("--store", "--results", dest="store", default=_default_store())
+    s.add_argument("--store", "--results", dest="store", default=paths.store())
     s.add_argument("--suite")
     s.add_argument("--grid")
     s.add_argument("--status", help="only rows with this status (ok, diverged, nan, error, skipped)")
@@ -46,11 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                    "instead of the suite's usual ones")
     s.add_argument("--all", action="store_true", help="every non-empty column (wide)")
     c = sub.add_parser("check", help="list unreadable files, stray temp files and trial keys stored twice")
-    c.add_argument("--store", "--results", dest="store", default=_default_store())
+    c.add_argument("--store", "--results", dest="store", default=paths.store())
     c.add_argument("--quarantine", action="store_true", help="move unreadable files to STORE/quarantine/, remove "
                    "abandoned temp files, keep only the newest row of a trial_key (the others go to history/)")
     r = sub.add_parser("rekey", help="move rows made under an earlier trial-key rule onto today's (grid/results/rekey.py)")
-    r.add_argument("--store", "--results", dest="store", default=_default_store())
+    r.add_argument("--store", "--results", dest="store", default=paths.store())
     r.add_argument("--dry-run", action="store_true", help="only list what would change")
     return p
 
@@ -101,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.store).is_dir():
         what = "is not a directory" if Path(args.store).exists() else "does not exist"
         return fail(f"--store {args.store} {what}: give the results store directory (default: $LINGRID_STORE or "
-                    f"{_default_store()})")
+                    f"{paths.store()})")
     if args.cmd == "check":
         from grid.results.check import check_store, quarantine  # noqa: PLC0415
 

@@ -54,6 +54,15 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     **{name: pa.string() for name in PROVENANCE_COLUMNS},
 }
 
+# the fixed columns the runner fills in for every trial (grid/run/trainable.py, grid/run/callbacks.py): a trial
+# function may not report metrics by these names and a trial spec may not set them as descriptive columns
+RUNNER_COLUMNS: tuple[str, ...] = (
+    "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
+    "attempt", "segments", "gpu_index", "exec_path", "exec_members", *PROVENANCE_COLUMNS,
+)
+# a metric reported as "curve/<column>" is a point of the trial's curve (the curves table), not a row column
+CURVE_PREFIX = "curve/"
+
 # Metric columns with names made by code: declared here, and only here, so that the writers (the LM
 # trial, the lm-eval command) and the readers (leaderboards, analyses) cannot drift apart.
 

@@ -20,8 +20,9 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
+from grid.results.schema import CURVE_PREFIX
 from grid.run.ledger import STORED_FLAG
-from grid.run.trainable import (CURVE_PREFIX, MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
+from grid.run.trainable import (MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
                                  TRIAL_KEY)
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,6 @@ def spec_of(trial):
     from grid.run.spec import TrialSpec
 
     return TrialSpec.from_json(trial.config[TRIAL_KEY][SPEC_KEY])
-
-
-def trial_key_of(trial) -> str:
-    return trial.config[TRIAL_KEY]["trial_key"]
 
 
 def _now_iso() -> str:

@@ -52,7 +52,6 @@ from grid.keys import content_hash
 
 log = logging.getLogger(__name__)
 
-PACK_TRAINABLE = "grid.run.pack:run_members"
 MEMBERS_FILE = "finished_members.json"  # in the pack's checkpoint: {member trial_key: row payload}
 PROGRESS_EVERY_S = 10.0  # a pack reports its members' combined progress this often
 
@@ -73,7 +72,7 @@ def make_pack(members: list, *, resources=None, retries: int = 0, group: str | N
     if group is not None:
         config["group"] = group
     return TrialSpec(trial_key=pack_key_of(keys), suite=first.suite, grid=first.grid,
-                     trainable=PACK_TRAINABLE, config=config,
+                     trainable=group or first.trainable, config=config,
                      resources=resources if resources is not None else first.resources, members=list(members),
                      env=dict(first.env), work=Work.total([m.work for m in members]))
 

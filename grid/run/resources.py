@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from grid.run.spec import Resources
 
 SHARE_BELOW_PARAMS = 20_000_000  # non-embedding parameters: below, a model cannot fill an H100/H200
@@ -35,6 +37,16 @@ PROCESS_OVERHEAD_GIB = 1.5       # CUDA context, allocator slack, Triton/fla wor
 ACTIVATION_BYTES = 40            # per token x d_model x layer (bf16 activations kept for backward, generous)
 UNKNOWN_GPU_MEMORY_GIB = 40.0    # a remote cluster's GPU memory, when the driver cannot see it
 AUTOTUNE_ENV = "LINGRID_AUTOTUNE"
+
+
+class ResourceRequest(BaseModel):
+    """What a suite's file asks per trial (an LM grid's `resources:` block); `decide` turns it into Resources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus_per_trial: float | None = Field(None, ge=0, description="None: decided by the policy (1, or a share "
+                                         "for a tiny model) when the cluster has GPUs, else 0")
+    cpus_per_trial: float = Field(1, gt=0)
 
 
 def _check_int(name: str, value, low: int) -> None:
@@ -135,4 +147,4 @@ def check_fits(resources: Resources, cluster: dict[str, float]) -> None:
             )
 
 
-__all__ = ["Decision", "check_fits", "decide", "trial_resources", "training_memory_gib", "trials_per_gpu"]
+__all__ = ["Decision", "ResourceRequest", "check_fits", "decide", "trial_resources", "training_memory_gib", "trials_per_gpu"]

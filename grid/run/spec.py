@@ -126,12 +126,10 @@ class TrialSpec(BaseModel):
 
     @model_validator(mode="after")
     def _columns_ok(self) -> "TrialSpec":
-        from grid.results.schema import FIXED_COLUMNS, coerce_fixed, infer_type
+        from grid.results.schema import FIXED_COLUMNS, RUNNER_COLUMNS, coerce_fixed, infer_type
 
-        reserved = {"trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at",
-                    "finished_at", "attempt", "segments", "gpu_index"}
         for name, value in self.columns.items():
-            if name in reserved:
+            if name in RUNNER_COLUMNS:
                 raise ValueError(f"columns[{name!r}] is filled in by the runner; allowed descriptive columns include {list(DESCRIPTIVE_COLUMNS)}")
             if name in FIXED_COLUMNS:
                 coerce_fixed(name, value)

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from grid.results.schema import CURVE_PREFIX, RUNNER_COLUMNS, infer_type
+
 # keys of the dicts reported to Tune that carry lingrid's own payloads
 START_KEY = "__start__"
 FINAL_KEY = "__final__"
@@ -45,8 +47,6 @@ MEMBER_ROW_KEY = "__member_row__"  # JSON: one packed member's row payload, repo
 TRIAL_KEY = "trial"      # Tune param_space: {"trial": grid_search([{"trial_key": k, "spec": <TrialSpec JSON>}, ...])}
 SPEC_KEY = "spec"
 
-# intermediate reports with metrics named "curve/<column>" are curve points (grid/run/callbacks.py)
-CURVE_PREFIX = "curve/"
 
 # The progress block: every report to Tune carries exactly these keys (None until known), from the
 # first report on, so progress.csv, TensorBoard and the progress display see one fixed set. The
@@ -131,18 +131,8 @@ def import_string(path: str) -> Callable[..., Any]:
         raise ImportError(f"module {module!r} has no function {name!r} (trainable={path!r})") from None
 
 
-# store columns the runner fills in: trial functions may not report metrics with these names
-RUNNER_COLUMNS = frozenset({
-    "trial_key", "suite", "grid", "status", "error", "config_json", "wall_s", "started_at", "finished_at",
-    "attempt", "segments", "gpu_index", "torch", "triton", "fla", "ray", "cuda", "gpu_name", "git_sha", "env_profile", "autotune",
-    "exec_path", "exec_members",
-})
-
-
 def _plain(name: str, value: Any) -> Any:
     """numpy / torch scalars -> Python values, checked against the store's metric types (fail early)."""
-    from grid.results.schema import infer_type
-
     return infer_type(name, value)[1]
 
 
@@ -349,10 +339,17 @@ def _run_trial(spec) -> None:
         return
     ctx = TrialContext(spec, gpu_index, segments)
     row = finish_row(spec, ctx, head, segments)
-    flat = {k: v for k, v in row["metrics"].items() if isinstance(v, (int, float, str, bool))}
+    flat = final_report(row["metrics"])
     ctx.progress.update(row["metrics"])
     tune.report({**flat, FINAL_KEY: True, "status": row["status"], "wall_s": row["wall_s"], ROW_KEY: _json(row),
                  **ctx.progress.block()})
+
+
+def final_report(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of a trial's final report to Tune: its row's scalar metrics without curve points
+    (ctx.last_metrics keeps the "curve/*" keys of the latest report; re-sent, that stale point would
+    land in progress.csv and TensorBoard a second time, at the final iteration)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and not k.startswith(CURVE_PREFIX)}
 
 
 def finish_row(spec, ctx, head: dict[str, Any], segments: Segments) -> dict[str, Any]:
