@@ -429,3 +429,20 @@ def test_cli_generate(tmp_path, capsys):
     assert mad_data.main(["generate", "--tasks", "nope", "--root", str(tmp_path)]) == 2  # one line, no exit
     err = capsys.readouterr().err
     assert "allowed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_task_is_one_registered_module_with_one_settings_file():
+    """Adding a MAD task is one module in evals/mad/tasks/ plus configs/tasks/<name>.yaml: the two lists agree,
+    and codes, order and the table columns all come from the registry."""
+    import pkgutil
+
+    from evals.mad import scoring, tasks
+    from evals.mad.settings import TASK_CONFIG_DIR
+
+    modules = {m.name for m in pkgutil.iter_modules(tasks.__path__)} - {"registry"}
+    assert {n.replace("-", "_") for n in tasks.TASKS} == modules
+    assert {p.stem for p in TASK_CONFIG_DIR.glob("*.yaml")} == set(tasks.TASKS)
+    assert list(tasks.TASK_CODES.values()) == list(scoring.TASK_COLUMNS) == ["CR", "NR", "FR", "M", "C", "SC"]
+    assert tasks.get_task("sc").name == "selective-copying" and tasks.get_task("compression").autoencoder
+    with pytest.raises(ValueError, match="unknown MAD task 'XX'; allowed: in-context-recall \\(CR\\)"):
+        tasks.get_task("XX")

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evals.mad.protocols import DEFAULT_PROTOCOL, MADProtocol, get_protocol, init_rule, position_table
+from evals.mad.tasks import get_task
 from grid.models import ModelConfig, build_model
 from grid.models.ffn import FFNConfig
 from grid.models.init import init_weights
@@ -91,7 +92,7 @@ def build_backbone(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str
     """LM for every MAD task except compression ('C'), which gets the AutoEncoder; initialised as
     `protocol` says."""
     proto = get_protocol(protocol)
-    if task_code == "C":
+    if get_task(task_code).autoencoder:
         return AutoEncoder(cfg, seq_len, proto)
     rule = init_rule(proto, autoencoder=False)
     model = build_model(cfg, apply_init=rule is None)

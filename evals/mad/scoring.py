@@ -24,9 +24,9 @@ import math
 import numpy as np
 import pandas as pd
 
-TASKS = ("CR", "NR", "FR", "M", "C", "SC")  # mad-lab's registry order
-_NAMES = {"in-context-recall": "CR", "noisy-in-context-recall": "NR", "fuzzy-in-context-recall": "FR",
-          "memorization": "M", "compression": "C", "selective-copying": "SC"}
+from evals.mad.tasks import TASKS
+
+TASK_COLUMNS = tuple(t.code for t in TASKS.values())  # table columns, in mad-lab's registry order
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")
 # columns whose values define the protocol a row was produced under; one table never mixes them
 PROTOCOL_COLUMNS = ("protocol", "epochs", "max_train_examples", "batch_size", "min_lr", "seed", "metric")
@@ -34,9 +34,9 @@ PROTOCOL_COLUMNS = ("protocol", "epochs", "max_train_examples", "batch_size", "m
 
 def _task_code(t) -> str:
     s = str(t)
-    code = _NAMES.get(s, s.upper())
-    if code not in TASKS:
-        raise ValueError(f"task={t!r} is not allowed; allowed: {', '.join(TASKS)} or {', '.join(_NAMES)}")
+    code = TASKS[s].code if s in TASKS else s.upper()
+    if code not in TASK_COLUMNS:
+        raise ValueError(f"task={t!r} is not allowed; allowed: {', '.join(TASK_COLUMNS)} or {', '.join(TASKS)}")
     return code
 
 
@@ -118,7 +118,7 @@ def best_per_setting(df: pd.DataFrame) -> pd.DataFrame:
     # (mad-lab's analysis), and n_nan shows why
     best = best.merge(counts, on=keys, how="right")
     best["n_nan"] = best["n_nan"].astype(int)
-    best["task"] = pd.Categorical(best["task"], categories=list(TASKS), ordered=True)
+    best["task"] = pd.Categorical(best["task"], categories=list(TASK_COLUMNS), ordered=True)
     return best.sort_values(["model_id", "task", "setting"]).reset_index(drop=True)
 
 
@@ -127,7 +127,7 @@ def mad_table(df: pd.DataFrame) -> pd.DataFrame:
     score), n_runs, n_nan."""
     best = best_per_setting(df)
     task_scores = (best.groupby(["model_id", "task"], observed=True)["acc"].mean()
-                   .unstack("task").reindex(columns=list(TASKS)))
+                   .unstack("task").reindex(columns=list(TASK_COLUMNS)))
     table = task_scores.copy()
     table["avg"] = task_scores.mean(axis=1, skipna=False)
     agg = best.groupby("model_id").agg(n_settings=("acc", "count"), n_runs=("n_runs", "sum"), n_nan=("n_nan", "sum"))
