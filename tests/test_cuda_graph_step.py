@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grid.train import build_adamw, train
+from grid.train import SimpleTask, build_adamw, train
 from grid.train.graphed import GraphedCall, GraphedStep, make_capturable, set_lr
 
 
@@ -49,7 +49,7 @@ def test_cpu_training_ignores_cuda_graph_and_says_so():
     runs = []
     for graph in (False, True):
         model = _tiny()
-        res = train(model, build_adamw(model, 1e-2), None, lambda s: (x, y), _loss, max_steps=5, cuda_graph=graph)
+        res = train(model, build_adamw(model, 1e-2), SimpleTask(lambda s: (x, y), _loss), max_steps=5, cuda_graph=graph)
         runs.append((res, [p.detach().clone() for p in model.parameters()]))
     (eager, pe), (graphed, pg) = runs
     assert graphed.graph_replays == 0 and graphed.graph_fallback is None

@@ -157,6 +157,8 @@ def test_stop_threshold_is_strict_under_madlab(tmp_path, monkeypatch, proto, sto
 
 
 def _nan_at_step(monkeypatch, n):
+    from evals.mad import protocol
+
     real = backbones.mad_loss
     calls = {"n": 0}
 
@@ -165,7 +167,7 @@ def _nan_at_step(monkeypatch, n):
         value = real(model, x, y)
         return value * float("nan") if calls["n"] == n + 1 else value
 
-    monkeypatch.setattr(backbones, "mad_loss", loss)
+    monkeypatch.setattr(protocol, "mad_loss", loss)  # the loss MADTask trains with
 
 
 def test_nan_run_scores_zero_under_cosine(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from grid.train import Constant, CosinePerEpoch, train
+from grid.train import Constant, CosinePerEpoch, SimpleTask, train
 from grid.train.member_optim import MemberAdamW, MemberSchedule
 from grid.train.members import MemberLosses
 
@@ -134,8 +134,17 @@ def test_loop_trains_members_with_per_member_losses_and_may_reshape_after_evalua
             return True
         return False
 
-    res = train(model, opt, sched, lambda s: (torch.ones(1), torch.zeros(1)), loss_fn,
-                max_steps=6, evaluate=lambda s: {}, eval_every=2, reduce_losses=tracker.reduce, after_eval=after_eval)
+    class Task(SimpleTask):
+        def evaluate(self, step):
+            return {}
+
+        def reduce_losses(self, steps, values):
+            return tracker.reduce(steps, values)
+
+        def after_eval(self, record):
+            return after_eval(record)
+
+    res = train(model, opt, Task(lambda s: (torch.ones(1), torch.zeros(1)), loss_fn, sched), max_steps=6, eval_every=2)
     assert res.status == "ok" and res.steps == 6
     assert tracker.diverged == {1: (0, "non-finite loss nan at step 0")}
     assert kept == [2] and w.shape == (1, 1) and float(w.detach()) < 1.0  # member 0 kept training

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from grid.models import ModelConfig, build_model
 from grid.models.mixers._common import RMSNorm
-from grid.train import (Constant, CosinePerEpoch, DirCheckpointer, MemoryCheckpointer, WarmupCosine, build_adamw,
+from grid.train import (Constant, CosinePerEpoch, DirCheckpointer, MemoryCheckpointer, SimpleTask, WarmupCosine, build_adamw,
                         param_groups, train)
 
 V, T, B = 16, 12, 4
@@ -44,23 +44,24 @@ def test_resume_equals_straight_run(tmp_path, store):
     n = 3
     sched = WarmupCosine(3e-3, warmup_steps=2, total_steps=2 * n, final_frac=0.1)
 
-    def evaluate(step):
-        return {"probe": float(torch.rand(()))}  # consumes RNG: must match too
+    class Probed(SimpleTask):
+        def evaluate(self, step):
+            return {"probe": float(torch.rand(()))}  # consumes RNG: must match too
 
+    task = Probed(get_batch, lm_loss, sched)
     model = tiny_model(0)
-    straight = train(model, build_adamw(model, 1e-3, 0.1, no_decay=True), sched, get_batch, lm_loss,
-                     max_steps=2 * n, evaluate=evaluate, eval_every=2)
+    straight = train(model, build_adamw(model, 1e-3, 0.1, no_decay=True), task, max_steps=2 * n, eval_every=2)
     want = flat(model)
 
     ck = MemoryCheckpointer() if store == "memory" else DirCheckpointer(tmp_path / "ck")
     first = tiny_model(0)
-    part = train(first, build_adamw(first, 1e-3, 0.1, no_decay=True), sched, get_batch, lm_loss,
-                 max_steps=n, evaluate=evaluate, eval_every=2, eval_at_end=False, checkpointer=ck, ckpt_every=n)
+    part = train(first, build_adamw(first, 1e-3, 0.1, no_decay=True), task,
+                 max_steps=n, eval_every=2, eval_at_end=False, checkpointer=ck, ckpt_every=n)
     assert part.steps == n and part.status == "ok"
     torch.rand(5)  # the process moves on / restarts: RNG state differs until restored
     second = tiny_model(7)  # different init: everything must come from the checkpoint
-    resumed = train(second, build_adamw(second, 1e-3, 0.1, no_decay=True), sched, get_batch, lm_loss,
-                    max_steps=2 * n, evaluate=evaluate, eval_every=2, checkpointer=ck, ckpt_every=n)
+    resumed = train(second, build_adamw(second, 1e-3, 0.1, no_decay=True), task,
+                    max_steps=2 * n, eval_every=2, checkpointer=ck, ckpt_every=n)
     assert resumed.resumed_from == n and resumed.steps == 2 * n
     torch.testing.assert_close(flat(second), want, rtol=0, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [h["step"] for h in straight.history] == [2, 4, 6]
@@ -82,7 +83,7 @@ def test_divergence_guard_nan(sync_every):
         return loss * float("nan") if step == k else loss
 
     model = tiny_model()
-    res = train(model, build_adamw(model, 1e-3), Constant(1e-3), get_batch, loss_fn, max_steps=10,
+    res = train(model, build_adamw(model, 1e-3), SimpleTask(get_batch, loss_fn, Constant(1e-3)), max_steps=10,
                 sync_every=sync_every)
     assert res.status == "diverged"
     assert res.diverged_step == k and res.steps == k
@@ -99,7 +100,7 @@ def test_divergence_guard_ratio():
 
     loss_fn.n = 0
     model = tiny_model()
-    res = train(model, build_adamw(model, 1e-3), None, get_batch, loss_fn, max_steps=6, guard=10.0)
+    res = train(model, build_adamw(model, 1e-3), SimpleTask(get_batch, loss_fn), max_steps=6, guard=10.0)
     assert (res.status, res.diverged_step, res.min_loss) == ("diverged", 4, 1.0)
 
 
@@ -108,20 +109,31 @@ def test_grad_accumulation_equivalence():
         return F.cross_entropy(model(x).float().reshape(-1, V), y.reshape(-1))
 
     a, b = tiny_model(0), tiny_model(0)
-    ra = train(a, build_adamw(a, 1e-3, 0.1), Constant(1e-3), get_batch, mean_loss, max_steps=3, grad_clip=1.0)
-    rb = train(b, build_adamw(b, 1e-3, 0.1), Constant(1e-3), get_batch, mean_loss, max_steps=3, grad_clip=1.0,
-               grad_accum=2)
+    task = SimpleTask(get_batch, mean_loss, Constant(1e-3))
+    ra = train(a, build_adamw(a, 1e-3, 0.1), task, max_steps=3, grad_clip=1.0)
+    rb = train(b, build_adamw(b, 1e-3, 0.1), task, max_steps=3, grad_clip=1.0, grad_accum=2)
     torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-5)
     assert rb.tokens_seen == ra.tokens_seen
     assert rb.last_loss == pytest.approx(ra.last_loss, abs=1e-5)
 
 
-def test_eval_should_stop_and_callbacks():
+def test_eval_early_stop_and_task_hooks():
     seen, prog = [], []
+
+    class Task(SimpleTask):
+        def evaluate(self, step):
+            return {"acc": step / 10}
+
+        def on_eval(self, record):
+            seen.append(record)
+            return record["acc"] >= 0.6
+
+        def on_sync(self, info):
+            prog.append(info)
+
     model = tiny_model()
-    res = train(model, build_adamw(model, 1e-3), Constant(1e-3), get_batch, lm_loss, max_steps=20,
-                evaluate=lambda s: {"acc": s / 10}, eval_every=2, on_eval=seen.append,
-                should_stop=lambda r: r["acc"] >= 0.6, progress=prog.append, sync_every=3)
+    res = train(model, build_adamw(model, 1e-3), Task(get_batch, lm_loss, Constant(1e-3)), max_steps=20,
+                eval_every=2, sync_every=3)
     assert res.status == "ok" and res.stopped_early and res.steps == 6
     assert [r["step"] for r in res.history] == [2, 4, 6] == [r["step"] for r in seen]
     assert all(math.isfinite(r["train_loss"]) for r in res.history)

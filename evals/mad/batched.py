@@ -41,6 +41,7 @@ from evals.mad.protocol import (
 )
 from grid.keys import canonical_json
 from grid.train.loop import TrainResult, effective_precision, train
+from grid.train.task import TrainTask
 
 # what the members of one group may differ in: everything else must be equal
 MEMBER_FIELDS = ("lr", "weight_decay")
@@ -74,12 +75,116 @@ def member_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.stack([token_cross_entropy(logits, y) for logits in model(x)])
 
 
+class GroupTask(TrainTask):
+    """A batched group's runs for the loop: one stacked model, per-member losses, lrs and evaluations. A member
+    that diverges or stops early is finished (`finish(m, **TrainResult fields)`, set by run_mad_group) at the
+    next evaluation and its slice dropped from the model, the optimizer and the schedule."""
+
+    def __init__(self, cfgs, model, optimizer, schedule, losses, get_batch, test, steps_per_epoch: int, device,
+                 contexts):
+        self.cfgs, self.model, self.optimizer, self.schedule, self.losses = cfgs, model, optimizer, schedule, losses
+        self._batch, self.test, self.spe, self.contexts = get_batch, test, steps_per_epoch, contexts
+        self.histories: dict[int, list[dict[str, Any]]] = {m: [] for m in losses.ids}
+        self.finished: set[int] = set()
+        self.finish: Callable[..., None] = lambda m, **fields: None
+        self.graphed = cfgs[0].cuda_graph and device.type == "cuda"
+        self.device = device
+        self.eval_graphs: list = []  # the live evaluation graph (one per stack shape; earlier ones freed)
+        self.eval_retired: dict[str, Any] = {"replays": 0, "fallback": None}
+        self.live: dict[str, Any] = {"graph_replays": 0, "graph_fallback": None}  # the step graphs so far
+        self.eval_graph = self.new_eval_graph()
+
+    def new_eval_graph(self):
+        if not self.graphed:
+            return None
+        from evals.mad.metrics import member_batch_rows  # noqa: PLC0415
+        from grid.train.graphed import GraphedCall  # noqa: PLC0415
+
+        for old in self.eval_graphs:
+            self.eval_retired["replays"] += old.replays
+            self.eval_retired["fallback"] = self.eval_retired["fallback"] or old.fallback_reason
+        model = self.model
+        self.eval_graphs[:] = [GraphedCall(lambda x, y: member_batch_rows(model(x), y), self.device)]
+        return self.eval_graphs[0]
+
+    def eval_graph_summary(self):
+        if not self.eval_graphs:
+            return None
+        return SimpleNamespace(replays=self.eval_retired["replays"] + self.eval_graphs[0].replays,
+                               fallback_reason=self.eval_retired["fallback"] or self.eval_graphs[0].fallback_reason)
+
+    def batch(self, step):
+        return self._batch(step)
+
+    def loss(self, model, x, y):
+        return member_loss(model, x, y)
+
+    def lr(self, step):
+        return self.schedule(step)
+
+    def reduce_losses(self, steps, values):
+        return self.losses.reduce(steps, values)
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        from evals.mad.metrics import member_batch_rows, split_metrics  # noqa: PLC0415
+
+        (xte, yte), bs, sums = self.test, self.cfgs[0].batch_size, None
+        for i in range(0, xte.shape[0], bs):
+            x, y = xte[i:i + bs], yte[i:i + bs]
+            rows = self.eval_graph(x, y) if self.eval_graph is not None else member_batch_rows(self.model(x), y)
+            sums = rows if sums is None else sums + rows
+        if sums.is_cuda:  # wait with the GIL released, as MADMetrics.compute
+            torch.cuda.current_stream(sums.device).synchronize()
+        per = [split_metrics(r) for r in sums.cpu().tolist()]
+        return {"epoch": step // self.spe - 1,
+                "members": [{"test_acc": m["acc"], "test_acc_micro": m["acc_micro"], "test_ppl": m["ppl"],
+                             "test_loss": m["loss"]} for m in per]}
+
+    def _finish(self, m: int, **fields: Any) -> None:
+        self.finished.add(m)
+        self.finish(m, **fields)
+
+    def on_eval(self, record: dict[str, Any]) -> bool:
+        """Each member's epoch record; the group stops when every member has finished."""
+        at = dict(wall_s=record["wall_s"], tokens_seen=record["tokens_seen"])
+        for j, m in enumerate(self.losses.ids):
+            if m in self.finished:
+                continue
+            if m in self.losses.diverged:  # its solo run would have stopped before this evaluation
+                bad, reason = self.losses.diverged[m]
+                self._finish(m, status="diverged", steps=bad, diverged_step=bad, diverged_reason=reason, **at)
+                continue
+            rec = {"step": record["step"], "train_loss": self.losses.pop_window(m), "lr": record["lr"][j], **at,
+                   "epoch": record["epoch"], **record["members"][j]}
+            self.histories[m].append(rec)
+            if self.contexts[m] is not None:
+                self.contexts[m].report({k: rec[k] for k in REPORTED})
+            if stops(self.cfgs[m], rec):
+                self._finish(m, status="ok", steps=record["step"], stopped_early=True, **at)
+        return len(self.finished) == len(self.cfgs)
+
+    def after_eval(self, record: dict[str, Any]) -> bool:
+        alive = [m for m in self.losses.ids if m not in self.finished]
+        if len(alive) == len(self.losses.ids):
+            return False
+        idx = [self.losses.ids.index(m) for m in alive]  # the finished members' slices go
+        self.model.keep(idx)
+        self.optimizer.keep(idx)
+        self.schedule.keep(idx)
+        self.losses.keep(alive)
+        self.eval_graph = None  # its shapes are gone: free it before capturing the next
+        self.eval_graph = self.new_eval_graph()
+        return True
+
+    def on_sync(self, info: dict[str, Any]) -> None:
+        self.live.update(graph_replays=info["graph_replays"], graph_fallback=info["graph_fallback"])
+
+
 def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list | None = None,
                   on_done: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train the runs `configs` (one setting, differing only in lr and weight decay) as one stacked
     model; returns run_mad's result dict for each, in order. `contexts[i].report(metrics)` gets member
     i's epoch metrics (as run_mad's ctx); `on_done(i, result)` is called as member i finishes."""
-    from evals.mad.metrics import member_batch_rows, split_metrics  # noqa: PLC0415
     from grid.models.stacked import stack_model  # noqa: PLC0415
     from grid.train.member_optim import MemberAdamW, MemberSchedule  # noqa: PLC0415
     from grid.train.members import MemberLosses  # noqa: PLC0415
@@ -104,95 +209,24 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
     optimizer = MemberAdamW(model.parameters(), [c.lr for c in cfgs], [c.weight_decay for c in cfgs])
     schedule = MemberSchedule([lr_schedule(c, spe) for c in cfgs])
     losses = MemberLosses(range(len(cfgs)))  # member ids = positions in `configs`
-    histories: dict[int, list[dict[str, Any]]] = {m: [] for m in losses.ids}
     results: dict[int, dict[str, Any]] = {}
     prec = effective_precision(device, cfg.precision)
-    bs, graphed = cfg.batch_size, cfg.cuda_graph and device.type == "cuda"
-    eval_graphs: list = []  # the live evaluation graph (one per stack shape; earlier ones freed)
-    eval_retired = {"replays": 0, "fallback": None}
-    live: dict[str, Any] = {"graph_replays": 0, "graph_fallback": None}  # the step graphs so far (loop's progress)
-
-    def new_eval_graph():
-        if not graphed:
-            return None
-        from grid.train.graphed import GraphedCall  # noqa: PLC0415
-
-        for old in eval_graphs:
-            eval_retired["replays"] += old.replays
-            eval_retired["fallback"] = eval_retired["fallback"] or old.fallback_reason
-        eval_graphs[:] = [GraphedCall(lambda x, y: member_batch_rows(model(x), y), device)]
-        return eval_graphs[0]
-
-    eval_graph = new_eval_graph()
-
-    def evaluate(step: int) -> dict[str, Any]:
-        sums = None
-        for i in range(0, xte.shape[0], bs):
-            x, y = xte[i:i + bs], yte[i:i + bs]
-            rows = eval_graph(x, y) if eval_graph is not None else member_batch_rows(model(x), y)
-            sums = rows if sums is None else sums + rows
-        if sums.is_cuda:  # wait with the GIL released, as MADMetrics.compute
-            torch.cuda.current_stream(sums.device).synchronize()
-        per = [split_metrics(r) for r in sums.cpu().tolist()]
-        return {"epoch": step // spe - 1,
-                "members": [{"test_acc": m["acc"], "test_acc_micro": m["acc_micro"], "test_ppl": m["ppl"],
-                             "test_loss": m["loss"]} for m in per]}
-
-    def eval_graph_summary():
-        if not eval_graphs:
-            return None
-        return SimpleNamespace(replays=eval_retired["replays"] + eval_graphs[0].replays,
-                               fallback_reason=eval_retired["fallback"] or eval_graphs[0].fallback_reason)
+    task = GroupTask(cfgs, model, optimizer, schedule, losses, get_batch, (xte, yte), spe, device, contexts)
 
     def finish(m: int, **fields: Any) -> None:
-        result = TrainResult(history=histories[m], precision=prec, **{**live, **fields})
+        result = TrainResult(history=task.histories[m], precision=prec, **{**task.live, **fields})
         row = run_row(cfgs[m], setting, mcfg, n_params=n_params, backends=backends, device=device, compiled=False,
-                      gate=gate, result=result, steps_per_epoch=spe, eval_graph=eval_graph_summary())
+                      gate=gate, result=result, steps_per_epoch=spe, eval_graph=task.eval_graph_summary())
         row["run_wall_s"] = time.perf_counter() - t_start
         row["train_wall_s"] = result.wall_s
         results[m] = row
         if on_done is not None:
             on_done(m, row)
 
-    def on_eval(record: dict[str, Any]) -> None:
-        at = dict(wall_s=record["wall_s"], tokens_seen=record["tokens_seen"])
-        for j, m in enumerate(losses.ids):
-            if m in results:
-                continue
-            if m in losses.diverged:  # its solo run would have stopped before this evaluation
-                bad, reason = losses.diverged[m]
-                finish(m, status="diverged", steps=bad, diverged_step=bad, diverged_reason=reason, **at)
-                continue
-            rec = {"step": record["step"], "train_loss": losses.pop_window(m), "lr": record["lr"][j], **at,
-                   "epoch": record["epoch"], **record["members"][j]}
-            histories[m].append(rec)
-            if contexts[m] is not None:
-                contexts[m].report({k: rec[k] for k in REPORTED})
-            if stops(cfgs[m], rec):
-                finish(m, status="ok", steps=record["step"], stopped_early=True, **at)
-
-    def after_eval(record: dict[str, Any]) -> bool:
-        nonlocal eval_graph
-        alive = [m for m in losses.ids if m not in results]
-        if len(alive) == len(losses.ids):
-            return False
-        idx = [losses.ids.index(m) for m in alive]  # the finished members' slices go
-        model.keep(idx)
-        optimizer.keep(idx)
-        schedule.keep(idx)
-        losses.keep(alive)
-        eval_graph = None  # its shapes are gone: free it before capturing the next
-        eval_graph = new_eval_graph()
-        return True
-
-    def progress(p: dict[str, Any]) -> None:
-        live.update(graph_replays=p["graph_replays"], graph_fallback=p["graph_fallback"])
-
-    result = train(model, optimizer, schedule, get_batch, member_loss, max_steps=cfg.epochs * spe, evaluate=evaluate,
-                   eval_every=spe, precision=cfg.precision, should_stop=lambda _: len(results) == len(cfgs),
-                   on_eval=on_eval, sync_every=spe, cuda_graph=cfg.cuda_graph, reduce_losses=losses.reduce,
-                   after_eval=after_eval, progress=progress)
-    live.update(graph_replays=result.graph_replays, graph_fallback=result.graph_fallback)
+    task.finish = finish
+    result = train(model, optimizer, task, max_steps=cfg.epochs * spe, eval_every=spe, precision=cfg.precision,
+                   sync_every=spe, cuda_graph=cfg.cuda_graph)
+    task.live.update(graph_replays=result.graph_replays, graph_fallback=result.graph_fallback)
     for m in losses.ids:  # the members still stacked when training ended
         if m in results:
             continue

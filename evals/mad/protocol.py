@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evals.mad.backbones import mad_loss
 from evals.mad.protocols import DEFAULT_PROTOCOL, ProtocolName, get_protocol
 from grid.models import ConfigError, ModelConfig
-from grid.train import Constant, CosinePerEpoch, build_adamw, train
-from grid.train.loop import effective_precision
+from grid.train import Constant, CosinePerEpoch, TrainTask, build_adamw, run_fields, train
 
 MACRO = "macro-per-batch"  # the headline metric's definition (spec §5.2)
 
@@ -244,11 +244,8 @@ def run_row(cfg: MADRunConfig, setting, mcfg, *, n_params: int, backends: dict[s
         "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
         "max_train_examples": cfg.max_train_examples or 0,
         "min_lr": cfg.min_lr, "seed": cfg.seed, "metric": MACRO, "n_params": n_params,
-        "backend": ",".join(f"{k}={v}" for k, v in backends.items()), "device": str(device),
-        "compiled": compiled, **gate.row(),
-        "precision": effective_precision(device, cfg.precision), "steps_per_epoch": steps_per_epoch,
-        "steps": result.steps, "tokens_seen": result.tokens_seen, "diverged_step": result.diverged_step,
-        "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
+        **run_fields(result, backends=backends, device=str(device), compiled=compiled, gate_row=gate.row()),
+        "steps_per_epoch": steps_per_epoch, "error": result.diverged_reason, "cuda_graph_replays": result.graph_replays,
         "cuda_graph_fallback": result.graph_fallback,
         "eval_graph_replays": eval_graph.replays if eval_graph is not None else 0,
         "eval_graph_fallback": eval_graph.fallback_reason if eval_graph is not None else None,
@@ -306,6 +303,45 @@ def _diverged_fields(proto, history: list[dict[str, Any]]) -> dict[str, Any]:
             "epochs_run": len(history), "acc_pre_nan": pre["acc"] if pre else 0.0}
 
 
+class MADTask(TrainTask):
+    """One MAD run for the loop: its epoch-permuted batches, mad_loss, the protocol's lr schedule, an evaluation
+    on the test split per epoch (reported to the runner; the best-perplexity weights kept for eval_train), and
+    the early stop of the protocol."""
+
+    def __init__(self, cfg: MADRunConfig, model, get_batch, schedule, test, steps_per_epoch: int, device, ctx=None):
+        self.cfg, self.model, self._batch, self.schedule = cfg, model, get_batch, schedule
+        self.test, self.spe, self.ctx = test, steps_per_epoch, ctx
+        self.best_state: dict[str, Any] = {}
+        self.graphed_eval = None
+        if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
+            from evals.mad.metrics import batch_row  # noqa: PLC0415
+            from grid.train.graphed import GraphedCall  # noqa: PLC0415
+
+            self.graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
+
+    def batch(self, step):
+        return self._batch(step)
+
+    def loss(self, model, x, y):
+        return mad_loss(model, x, y)
+
+    def lr(self, step):
+        return self.schedule(step)
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        m = evaluate_split(self.model, *self.test, self.cfg.batch_size, row_fn=self.graphed_eval)
+        return {"epoch": step // self.spe - 1, "test_acc": m["acc"], "test_acc_micro": m["acc_micro"],
+                "test_ppl": m["ppl"], "test_loss": m["loss"]}
+
+    def on_eval(self, rec: dict[str, Any]) -> bool:
+        if self.cfg.eval_train and _finite(rec["test_ppl"]) and rec["test_ppl"] < self.best_state.get("ppl", math.inf):
+            self.best_state.update(ppl=rec["test_ppl"],
+                                   weights={k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        if self.ctx is not None:
+            self.ctx.report({k: rec[k] for k in REPORTED})
+        return stops(self.cfg, rec)
+
+
 def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpointer=None,
             ckpt_every_epochs: int = 1) -> dict[str, Any]:
     """Train and evaluate one MAD run; returns a flat dict of metrics (always with `status`).
@@ -313,8 +349,6 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     `checkpointer` (grid.train.checkpoint: save/load) makes the run resumable: it is restored at
     start and saved every `ckpt_every_epochs` epochs. `eval_train` weights are not checkpointed.
     """
-    from evals.mad.backbones import mad_loss  # noqa: PLC0415
-
     cfg = config if isinstance(config, MADRunConfig) else MADRunConfig.model_validate(config)
     setting = cfg.mad_setting()
     device = resolve_device(cfg.device)
@@ -332,39 +366,15 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, no_decay=False)
     schedule = lr_schedule(cfg, spe)
 
-    graphed_eval = None
-    if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
-        from evals.mad.metrics import batch_row  # noqa: PLC0415
-        from grid.train.graphed import GraphedCall  # noqa: PLC0415
-
-        graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
-
-    def evaluate(step: int) -> dict[str, Any]:
-        m = evaluate_split(model, xte, yte, bs, row_fn=graphed_eval)
-        return {"epoch": step // spe - 1, "test_acc": m["acc"], "test_acc_micro": m["acc_micro"],
-                "test_ppl": m["ppl"], "test_loss": m["loss"]}
-
-    best_state: dict[str, Any] = {}
-
-    def on_eval(rec: dict[str, Any]) -> None:
-        if cfg.eval_train and _finite(rec["test_ppl"]) and rec["test_ppl"] < best_state.get("ppl", math.inf):
-            best_state.update(ppl=rec["test_ppl"],
-                              weights={k: v.detach().clone() for k, v in model.state_dict().items()})
-        if ctx is not None:
-            ctx.report({k: rec[k] for k in REPORTED})
-
-    def should_stop(rec: dict[str, Any]) -> bool:
-        return stops(cfg, rec)
-
-    result = train(model, optimizer, schedule, get_batch, mad_loss, max_steps=cfg.epochs * spe,
-                   evaluate=evaluate, eval_every=spe, precision=cfg.precision, should_stop=should_stop,
-                   on_eval=on_eval, checkpointer=checkpointer,
-                   ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0, sync_every=spe,
-                   cuda_graph=cfg.cuda_graph)
+    task = MADTask(cfg, model, get_batch, schedule, (xte, yte), spe, device, ctx)
+    result = train(model, optimizer, task, max_steps=cfg.epochs * spe, eval_every=spe, precision=cfg.precision,
+                   checkpointer=checkpointer, ckpt_every=spe * ckpt_every_epochs if checkpointer is not None else 0,
+                   sync_every=spe, cuda_graph=cfg.cuda_graph)
 
     out = run_row(cfg, setting, mcfg, n_params=n_params, backends=model.backends, device=device, compiled=compiled,
-                  gate=gate, result=result, steps_per_epoch=spe, eval_graph=graphed_eval)
+                  gate=gate, result=result, steps_per_epoch=spe, eval_graph=task.graphed_eval)
     if out["nan"] is False:
+        best_state = task.best_state
         if cfg.eval_train and "weights" in best_state:
             model.load_state_dict(best_state["weights"])
             model.eval()

@@ -7,7 +7,8 @@ This is the pattern of the Ray docs for multi-GPU trials inside Tune (spec/infra
   A Tune trial that reserved the GPUs itself would leave none for its own workers, so
   `grid.lm.prepare_grid` puts k into `config["ddp"]` and limits concurrency to GPUs // k
   (`max_concurrent_trials`).
-* Every rank runs `grid.lm.trial.train_lm` (the same recipe as a single-process trial) on its
+* Every rank runs the trial's training process (`process`, "module:function"; for LM trials
+  `grid.lm.trial.train_lm`, the same recipe as a single-process trial) on its
   slice of each global batch (`TokenShards.batch(step, batch // k, seq_len, rank, k)`), with
   gradients all-reduced once per optimizer step (DDP, nccl on GPU, gloo on CPU). The global
   batch, the learning-rate schedule and the losses are those of the single-process run.
@@ -26,7 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from grid.lm.trial import FINAL_FILE, train_lm
+from grid.run.trainable import import_string
+
+FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run: rank 0's final metrics
 
 
 class _TrainReporter:
@@ -43,8 +46,9 @@ class _TrainReporter:
         ray.train.report(dict(metrics) if self.rank == 0 else {}, checkpoint=ckpt)
 
 
-def _worker(config: dict[str, Any]) -> None:
+def _worker(loop_config: dict[str, Any]) -> None:
     """Train V2 worker function: one rank of the data-parallel trial."""
+    config, process = loop_config["config"], import_string(loop_config["process"])
     import ray.train  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
@@ -59,7 +63,7 @@ def _worker(config: dict[str, Any]) -> None:
         device = torch.device("cpu")
     restored = ray.train.get_checkpoint()
     with (restored.as_directory() if restored is not None else contextlib.nullcontext(None)) as rdir:
-        out = train_lm(config, _TrainReporter(rank), restored_dir=rdir, rank=rank, world=world, device=device)
+        out = process(config, _TrainReporter(rank), restored_dir=rdir, rank=rank, world=world, device=device)
     tmp = tempfile.mkdtemp(prefix="lingrid-final-")
     try:
         if rank == 0:
@@ -77,8 +81,10 @@ def _in_tune() -> bool:
     return _in_tune_session()
 
 
-def run_ddp(config: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
-    """Run one LM trial data-parallel on `config["ddp"]["workers"]` Train workers; returns rank 0's final metrics.
+def run_ddp(config: dict[str, Any], process: str, ctx: Any = None) -> dict[str, Any]:
+    """Run one trial data-parallel on `config["ddp"]["workers"]` Train workers, each rank calling `process`
+    ("module:function": fn(config, reporter, restored_dir=, rank=, world=, device=) -> final metrics; it
+    returns the stored final metrics when `restored_dir` holds FINAL_FILE); returns rank 0's final metrics.
 
     Inside a Tune trial the metrics are forwarded with TuneReportCallback and the Train run is stored in
     the trial directory; outside Tune (tests, scripts) in `config["ddp_storage"]` (default: a temp dir).
@@ -104,7 +110,7 @@ def run_ddp(config: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         name = "ddp"
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=config,
+        train_loop_config={"config": config, "process": process},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,
@@ -120,4 +126,4 @@ def run_ddp(config: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         return json.loads(final.read_text())
 
 
-__all__ = ["run_ddp"]
+__all__ = ["FINAL_FILE", "run_ddp"]

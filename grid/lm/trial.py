@@ -46,9 +46,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grid.results.schema import CURVE_PREFIX
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run
+from grid.check.gate import gate_model
+from grid.data import TokenShards
+from grid.data.cache import ensure_local
+from grid.envprofile import load_profile
+from grid.lm.ddp import FINAL_FILE, run_ddp
+from grid.lm.evals.run import run_evals
+from grid.lm.mfu import current_gpu_name, mfu
+from grid.models import ModelConfig, build_model
+from grid.models.accounting import account
+from grid.models.compile import compile_model
+from grid.results.schema import CURVE_PREFIX
+from grid.run.trainable import PermanentError
+from grid.train import DirCheckpointer, TrainTask, WarmupCosine, build_adamw, run_fields, train
+from grid.train.checkpoint import FILE_NAME
+
 SKIP_ENV_CHECK = "LINGRID_SKIP_ENV_CHECK"
 
 
@@ -56,10 +73,6 @@ class LMTrialError(RuntimeError):
     pass
 
 
-def _permanent():
-    from grid.run.trainable import PermanentError  # noqa: PLC0415
-
-    return PermanentError
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -69,14 +82,12 @@ def check_env(config: dict[str, Any]) -> None:
     name = config.get("env_profile")
     if not name or os.environ.get(SKIP_ENV_CHECK):
         return
-    from grid.envprofile import load_profile  # noqa: PLC0415
 
     load_profile(name).check_installed()  # ProfileError names every mismatch
 
 
 def lm_loss(model, x, y):
     """Mean next-token cross-entropy over all positions (fp32 logits) plus the model's aux loss."""
-    import torch.nn.functional as F  # noqa: PLC0415
 
     logits = model(x)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -95,14 +106,11 @@ def throughput_warmup_steps(steps: int) -> int:
 
 
 def default_device():
-    import torch  # noqa: PLC0415
-
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def reset_peak_memory(device) -> None:
     """Start this trial's peak-memory window (the runner reuses worker processes between trials)."""
-    import torch  # noqa: PLC0415
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -116,7 +124,6 @@ def reset_peak_memory(device) -> None:
 
 def peak_memory_gib(device) -> tuple[float, str]:
     """(GiB, kind): CUDA max allocated on GPU, else the process's peak resident set size since the reset."""
-    import torch  # noqa: PLC0415
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
@@ -157,12 +164,9 @@ class _CurveCheckpointer:
     # ----------------------------------------------------------- checkpointer protocol
     def restore(self) -> dict[str, Any] | None:
         """Read the restored checkpoint once (curve points, train time); `load` hands its state to the loop."""
-        from grid.train.checkpoint import FILE_NAME  # noqa: PLC0415
 
         self._saved = None
         if self.restored_dir and (Path(self.restored_dir) / FILE_NAME).is_file():
-            import torch  # noqa: PLC0415
-
             state = torch.load(Path(self.restored_dir) / FILE_NAME, map_location="cpu", weights_only=True)
             extra = state.pop("lm", None) or {}
             self.points = [dict(p) for p in extra.get("curve", [])]
@@ -181,8 +185,6 @@ class _CurveCheckpointer:
         if not self.writer:  # a data-parallel rank other than 0: same report call, no files
             self.reporter.report(_curve_metrics(point))
         else:
-            from grid.train.checkpoint import DirCheckpointer  # noqa: PLC0415
-
             tmp = tempfile.mkdtemp(prefix="lingrid-ckpt-")
             try:
                 DirCheckpointer(tmp).save({**state, "lm": {"curve": self.points, "train_s": self.train_s()}})
@@ -223,25 +225,92 @@ def run_lm(config: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     check_env(config)
     ddp = config.get("ddp") or {}
     if int(ddp.get("workers", 1)) > 1:
-        from grid.lm.ddp import run_ddp  # noqa: PLC0415
-
-        return run_ddp(config, ctx)
+        return run_ddp(config, "grid.lm.trial:train_lm", ctx)
     reporter = ctx if ctx is not None else NullReporter()
     restored = ctx.checkpoint_dir() if ctx is not None else None
     return train_lm(config, reporter, restored_dir=restored)
 
 
+class LMTask(TrainTask):
+    """One LM training process for the loop (grid/train/task.py): its token-shard batches (this rank's rows),
+    the LM loss (DDP: gradients all-reduced on a step's last micro-batch, the loss averaged over ranks), the
+    warmup-cosine lr, validation loss on `eval_batches` windows, and the curve points it stages on every sync,
+    evaluation and checkpoint (_CurveCheckpointer)."""
+
+    def __init__(self, *, model, train_data, val_data, ckpt, schedule, seq, local, micro, accum, rank, world,
+                 device, steps, eval_every, ckpt_every, max_windows, flops_per_token, warm):
+        self.model, self.train_data, self.val_data, self.ckpt, self.schedule = model, train_data, val_data, ckpt, schedule
+        self.seq, self.local, self.micro, self.accum, self.rank, self.world = seq, local, micro, accum, rank, world
+        self.device, self.steps, self.eval_every, self.ckpt_every = device, steps, eval_every, ckpt_every
+        self.max_windows, self.fpt, self.warm = max_windows, flops_per_token, warm
+        self.calls = 0
+        self.mark: dict[str, float] = {}  # train time at the end of the warm-up steps (steady throughput)
+
+    def batch(self, step: int):
+        return self.train_data.batch(step, self.local, self.seq, self.rank, self.world)
+
+    def loss(self, m, x, y):
+        if self.world > 1:  # all-reduce gradients only on the last micro-batch of a step
+            m.require_backward_grad_sync = self.calls % self.accum == self.accum - 1
+            self.calls += 1
+        loss = lm_loss(m, x, y)
+        if self.world > 1:  # every rank sees the global mean (same guard decisions); gradients stay local
+            g = loss.detach().clone()
+            dist.all_reduce(g)
+            loss = loss + (g / self.world - loss.detach())
+        return loss
+
+    def lr(self, step: int) -> float:
+        return self.schedule(step)
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        t = time.perf_counter()
+        tot = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for x, y in self.val_data.eval_batches(self.seq, self.micro, self.max_windows, self.rank, self.world):
+            x, y = x.to(self.device), y.to(self.device)
+            logits = self.model(x)  # the plain module: no DDP collectives in evaluation
+            tot[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                      reduction="sum").double()
+            tot[1] += y.numel()
+        if self.world > 1:
+            dist.all_reduce(tot)
+        self.ckpt.overhead_s += time.perf_counter() - t
+        n = float(tot[1].item())
+        return {"val_loss": float(tot[0].item()) / n if n else float("nan"), "val_tokens": int(n)}
+
+    def _is_eval(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.steps
+
+    def _is_ckpt(self, step: int) -> bool:
+        return step % self.ckpt_every == 0 or step == self.steps
+
+    def on_sync(self, rec: dict[str, Any]) -> None:
+        s = rec["step"]
+        tokens = int(rec["tokens_seen"]) * self.world
+        self.ckpt.stage({"step": s, "tokens": tokens, "train_loss": rec["loss"], "lr": rec["lr"],
+                         "flops": self.fpt * tokens})
+        if not self._is_eval(s) and not self._is_ckpt(s):
+            self.ckpt.emit()
+
+    def on_eval(self, rec: dict[str, Any]) -> bool:
+        if self.ckpt.staged is not None and self.ckpt.staged["step"] == rec["step"]:
+            self.ckpt.staged["val_loss"] = rec["val_loss"]
+        if not self._is_ckpt(rec["step"]):
+            self.ckpt.emit()
+        return False
+
+    def on_step(self, s: int) -> None:
+        # steady-state throughput leaves out the first steps, where fla compiles and autotunes its kernels
+        if s == self.warm:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.mark["train_s"] = self.ckpt.train_s()
+
+
 def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = None, rank: int = 0,
              world: int = 1, device=None) -> dict[str, Any]:
     """One training process (the whole trial, or one data-parallel rank: only rank 0 writes checkpoints)."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
 
-    from grid.data import TokenShards  # noqa: PLC0415
-    from grid.lm.mfu import current_gpu_name, mfu  # noqa: PLC0415
-    from grid.models import ModelConfig, build_model  # noqa: PLC0415
-    from grid.models.accounting import account  # noqa: PLC0415
-    from grid.train import WarmupCosine, build_adamw, train  # noqa: PLC0415
 
     check_env(config)
     if restored_dir and (Path(restored_dir) / FINAL_FILE).is_file():  # a finished data-parallel run
@@ -251,17 +320,16 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     device = device if device is not None else default_device()
     planned = config.get("device")  # the device class the trial_key says (a CPU and a GPU run are two trials)
     if planned is not None and planned != device.type:
-        raise _permanent()(f"the trial was planned for device class {planned!r} (part of its trial_key) but runs on "
+        raise PermanentError(f"the trial was planned for device class {planned!r} (part of its trial_key) but runs on "
                            f"{device.type!r} here: plan and run on the same kind of machine")
     reset_peak_memory(device)
     data_dir = config.get("data_dir")
     if config.get("data_local"):  # a cluster node: the shards are built here from the spec (grid/data/cache.py)
-        from grid.data.cache import ensure_local  # noqa: PLC0415
 
         try:
             data_dir = ensure_local(config["data_spec"], config.get("data_hash"))["dir"]
         except ValueError as exc:  # this node's data differs: another attempt cannot fix that
-            raise _permanent()(str(exc)) from None
+            raise PermanentError(str(exc)) from None
     if not data_dir:
         raise LMTrialError("config has no data_dir (the prepared token shards; `python -m grid run` sets it)")
     train_data, val_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
@@ -283,7 +351,6 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
                            f"(batch {batch} over {world} workers)")
     accum = local // micro
 
-    from grid.check.gate import gate_model  # noqa: PLC0415
 
     mcfg, gate = gate_model(mcfg, seq, micro, device, rc["precision"])  # fused kernels checked on this host
     torch.manual_seed(int(config["seed"]))  # the same initial weights on every rank
@@ -293,13 +360,9 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     # so state_dict names and checkpoints are the same as without it. CPU runs stay eager (no compiler needed).
     compiled = bool(rc.get("compile")) and device.type == "cuda"
     if compiled:
-        from grid.models.compile import compile_model  # noqa: PLC0415
-
         compile_model(model)
     net = model
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
-
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     optimizer = build_adamw(model, float(tr["lr"]), float(rc["weight_decay"]),
@@ -313,8 +376,6 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
 
     def recall_scores(step: int) -> dict[str, Any]:
         if step not in scored:
-            from grid.lm.evals.run import run_evals  # noqa: PLC0415
-
             scored[step] = run_evals(model, evals_block, data_dir, trained_len=seq, device=device,
                                      precision=rc["precision"])
         return scored[step]
@@ -328,86 +389,24 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
     ckpt = _CurveCheckpointer(reporter, restored_dir, writer=rank == 0,
                               point_extras=checkpoint_scores if at_ckpts else None)
 
-    def get_batch(step: int):
-        return train_data.batch(step, local, seq, rank, world)
-
-    calls = [0]
-
-    def loss_fn(m, x, y):
-        if world > 1:  # all-reduce gradients only on the last micro-batch of a step
-            m.require_backward_grad_sync = calls[0] % accum == accum - 1
-            calls[0] += 1
-        loss = lm_loss(m, x, y)
-        if world > 1:  # every rank sees the global mean (same guard decisions); gradients stay local
-            import torch.distributed as dist  # noqa: PLC0415
-
-            g = loss.detach().clone()
-            dist.all_reduce(g)
-            loss = loss + (g / world - loss.detach())
-        return loss
-
-    max_windows = int(rc["eval_batches"]) * batch
-
-    def evaluate(step: int) -> dict[str, Any]:
-        t = time.perf_counter()
-        tot = torch.zeros(2, dtype=torch.float64, device=device)
-        for x, y in val_data.eval_batches(seq, micro, max_windows, rank, world):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)  # the plain module: no DDP collectives in evaluation
-            tot[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                      reduction="sum").double()
-            tot[1] += y.numel()
-        if world > 1:
-            import torch.distributed as dist  # noqa: PLC0415
-
-            dist.all_reduce(tot)
-        ckpt.overhead_s += time.perf_counter() - t
-        n = float(tot[1].item())
-        return {"val_loss": float(tot[0].item()) / n if n else float("nan"), "val_tokens": int(n)}
-
-    def is_eval(step: int) -> bool:
-        return step % eval_every == 0 or step == steps
-
-    def is_ckpt(step: int) -> bool:
-        return step % ckpt_every == 0 or step == steps
-
-    def progress(rec: dict[str, Any]) -> None:
-        s = rec["step"]
-        tokens = int(rec["tokens_seen"]) * world
-        ckpt.stage({"step": s, "tokens": tokens, "train_loss": rec["loss"], "lr": rec["lr"], "flops": fpt * tokens})
-        if not is_eval(s) and not is_ckpt(s):
-            ckpt.emit()
-
-    def on_eval(rec: dict[str, Any]) -> None:
-        if ckpt.staged is not None and ckpt.staged["step"] == rec["step"]:
-            ckpt.staged["val_loss"] = rec["val_loss"]
-        if not is_ckpt(rec["step"]):
-            ckpt.emit()
-
+    task = LMTask(model=model, train_data=train_data, val_data=val_data, ckpt=ckpt, schedule=schedule, seq=seq,
+                  local=local, micro=micro, accum=accum, rank=rank, world=world, device=device, steps=steps,
+                  eval_every=eval_every, ckpt_every=ckpt_every, max_windows=int(rc["eval_batches"]) * batch,
+                  flops_per_token=fpt, warm=throughput_warmup_steps(steps))
     if ckpt.restore() is not None:  # re-report the curve so far, then the loop resumes from the state
         ckpt.replay()
-    # steady-state throughput leaves out the first steps, where fla compiles and autotunes its kernels
-    warm = throughput_warmup_steps(steps)
-    mark: dict[str, float] = {}
-
-    def on_step(s: int) -> None:
-        if s == warm:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            mark["train_s"] = ckpt.train_s()
-
     ckpt.seg_start = time.perf_counter()
-    result = train(net, optimizer, schedule, get_batch, loss_fn, max_steps=steps, evaluate=evaluate,
-                   eval_every=eval_every, eval_at_end=True, grad_clip=float(rc["grad_clip"]), grad_accum=accum,
-                   precision=rc["precision"], on_eval=on_eval, checkpointer=ckpt, ckpt_every=ckpt_every,
-                   guard=float(rc["divergence_factor"]), guard_warmup=int(tr["warmup_steps"]), sync_every=every,
-                   progress=progress, on_step=on_step)
+    result = train(net, optimizer, task, max_steps=steps, eval_every=eval_every, eval_at_end=True,
+                   grad_clip=float(rc["grad_clip"]), grad_accum=accum, precision=rc["precision"], checkpointer=ckpt,
+                   ckpt_every=ckpt_every, guard=float(rc["divergence_factor"]), guard_warmup=int(tr["warmup_steps"]),
+                   sync_every=every)
     train_s = ckpt.train_s()
     ckpt.emit()  # normally a no-op: every staged point is reported within its step
 
     tokens_seen = int(result.tokens_seen) * world
     tokens_per_s_all = result.steps * batch * seq / train_s if result.steps and train_s > 0 else None
-    steady_s = train_s - mark["train_s"] if "train_s" in mark else 0.0
+    warm = task.warm
+    steady_s = train_s - task.mark["train_s"] if "train_s" in task.mark else 0.0
     steady = steady_s > 0 and result.steps > warm
     tokens_per_s = (result.steps - warm) * batch * seq / steady_s if steady else tokens_per_s_all
     gpu = current_gpu_name() if device.type == "cuda" else None
@@ -426,9 +425,6 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "mfu": mfu(fpt, tokens_per_s, gpu, world),
         "peak_mem_gib": mem,
         "peak_mem_kind": mem_kind,
-        "steps": int(result.steps),
-        "tokens_seen": tokens_seen,
-        "diverged_step": result.diverged_step,
         "non_embedding_params": int(counts["non_embedding_params"]),
         "total_params": int(counts["total_params"]),
         "state_size": int(counts["state_size"]),
@@ -436,10 +432,8 @@ def train_lm(config: dict[str, Any], reporter, *, restored_dir: str | None = Non
         "train_flops": fpt * tokens_seen,
         "effective_ratio": counts["effective_ratio"],
         "attention_layers": ",".join(map(str, counts["attention_layers"])),
-        "backend": ",".join(f"{k}={v}" for k, v in model.backends.items()), **gate.row(),
-        "device": f"{device.type}" + (f" ({gpu})" if gpu else ""),
-        "precision": result.precision,
-        "compiled": compiled,
+        **run_fields(result, backends=model.backends, device=f"{device.type}" + (f" ({gpu})" if gpu else ""),
+                     compiled=compiled, gate_row=gate.row(), tokens_scale=world),
         "world_size": world,
         "train_s": train_s,
         "resumed_from": result.resumed_from,

@@ -2,24 +2,26 @@
 
 Contract
 --------
-* `get_batch(step) -> (x, y)` returns the whole batch of optimizer step `step` (0-based). The loop
+`train(model, optimizer, task, ...)`: the run's `task` (grid/train/task.py: TrainTask) gives the batches,
+the loss, the learning rate, the evaluation and what happens with each evaluation.
+* `task.batch(step) -> (x, y)` returns the whole batch of optimizer step `step` (0-based). The loop
   moves it to the model's device and, with `grad_accum = k`, splits it along dim 0 into k
   micro-batches whose losses are weighted by their share of the rows (exactly the full-batch
   mean when every row carries the same number of targets, as in LM pretraining).
-* `loss_fn(model, x, y) -> scalar tensor` (the mean loss of that micro-batch; add `model.aux_loss`
+* `task.loss(model, x, y) -> scalar tensor` (the mean loss of that micro-batch; add `model.aux_loss`
   there for MoE). A member-stacked model (grid/models/stacked.py: M runs trained as one) returns
   one loss per member, a 1-D tensor: the backward runs on its sum (members' parameters are
-  disjoint, so each gets its own run's gradient), and `reduce_losses(steps, values)` turns each
+  disjoint, so each gets its own run's gradient), and `task.reduce_losses(steps, values)` turns each
   step's member losses (lists, read back with the others) into the one number the loop checks and
   logs, doing the members' own bookkeeping on the way (grid/train/members.py).
-* `lr_schedule(step) -> lr` is written into every param group before each step (None: leave the
+* `task.lr(step) -> lr` is written into every param group before each step (None: leave the
   optimizer's lrs alone). Because batches and lrs are functions of the step only, a run resumed
   from a checkpoint (model, optimizer, step, RNG states, loop counters) reproduces the straight run.
-* `evaluate(step) -> dict` runs every `eval_every` steps (and once at the end, `eval_at_end`)
-  in eval mode, under `torch.no_grad()` and the same autocast as training. Each evaluation
-  becomes a history record `{step, train_loss (mean since the previous evaluation), lr,
-  tokens_seen, wall_s, **metrics}`, is passed to `on_eval(record)`, and `should_stop(record)`
-  may end training early (status 'ok', `stopped_early=True`).
+* `task.evaluate(step) -> dict` (tasks that have one) runs every `eval_every` steps (and once at the
+  end, `eval_at_end`) in eval mode, under `torch.no_grad()` and the same autocast as training. Each
+  evaluation becomes a history record `{step, train_loss (mean since the previous evaluation), lr,
+  tokens_seen, wall_s, **metrics}`, passed to `task.on_eval(record)`, which may end training early by
+  returning True (status 'ok', `stopped_early=True`).
 * Divergence guard: a non-finite step loss, or (with `guard`) a loss above `guard` x the running
   minimum after `guard_warmup` steps, ends training with status 'diverged' and `diverged_step`
   = the 0-based index of the offending step (`steps` = the steps completed before it).
@@ -28,10 +30,10 @@ Contract
   reported step is exact either way; at most `sync_every - 1` further steps were taken.
 * Checkpoints: with a `checkpointer` (save/load, see grid.train.checkpoint) the loop restores
   its latest state at start (`resume=True`) and saves every `ckpt_every` steps and at the end.
-* `after_eval(record) -> bool` runs after `on_eval` and `should_stop` when training goes on: it may
+* `task.after_eval(record) -> bool` runs after `on_eval` when training goes on: it may
   replace the model's or optimizer's tensors (a stacked model dropping finished members); True
   says it did, and a CUDA-graphed step is captured again for the new shapes.
-* `on_step(steps_done)` runs after every optimizer step (host side, no device sync): a hook for
+* `task.on_step(steps_done)` runs after every optimizer step (host side, no device sync): a hook for
   timing marks such as the trainer's steady-state throughput window.
 * precision 'bf16' autocasts to bfloat16 on CUDA only; on CPU training is fp32 (recorded in
   `TrainResult.precision`).
@@ -54,6 +56,7 @@ import torch.nn as nn
 
 from grid.train.checkpoint import FORMAT, Checkpointer, plain, rng_state, set_rng_state
 from grid.train.graphed import EAGER_LOCK, set_lr
+from grid.train.task import TrainTask
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -142,30 +145,21 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, 
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    lr_schedule: Callable[[int], float] | None,
-    get_batch: Callable[[int], Batch],
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    task: TrainTask,
     *,
     max_steps: int,
-    evaluate: Callable[[int], dict[str, Any]] | None = None,
     eval_every: int = 0,
     eval_at_end: bool = True,
     grad_clip: float | None = None,
     grad_accum: int = 1,
     precision: Literal["bf16", "fp32"] = "fp32",
-    should_stop: Callable[[dict[str, Any]], bool] | None = None,
-    on_eval: Callable[[dict[str, Any]], None] | None = None,
     checkpointer: Checkpointer | None = None,
     ckpt_every: int = 0,
     resume: bool = True,
     guard: float | None = None,
     guard_warmup: int = 0,
     sync_every: int = 1,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
     cuda_graph: bool = False,
-    reduce_losses: Callable[[list[int], list[list[float]]], list[float]] | None = None,
-    after_eval: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainResult:
     """Train `model` for up to `max_steps` optimizer steps. See the module docstring for the contract."""
     if max_steps < 0 or grad_accum < 1 or sync_every < 1:
@@ -173,6 +167,7 @@ def train(
                          f"(got {max_steps}, {grad_accum}, {sync_every})")
     device = _model_device(model)
     prec = effective_precision(device, precision)
+    evaluates = task.evaluates
     st = _LoopState()
     resumed_from = None
     if checkpointer is not None and resume:
@@ -191,7 +186,7 @@ def train(
     if st.stopped_early or st.step >= max_steps:
         return result()
 
-    step_fn = functools.partial(optimizer_step, model, optimizer, loss_fn, grad_accum=grad_accum,
+    step_fn = functools.partial(optimizer_step, model, optimizer, task.loss, grad_accum=grad_accum,
                                 grad_clip=grad_clip, device=device, precision=prec)
     graphs: list = []  # the live GraphedStep (a stacked model that shrank has had several, one per shape)
     retired = {"replays": 0, "fallback": None}  # what the earlier ones did (their graph memory is freed)
@@ -215,7 +210,9 @@ def train(
 
     t0 = time.perf_counter()
     pending: list[tuple[int, torch.Tensor]] = []  # (step index, device loss) not yet read back
-    lr = lr_schedule(st.step) if lr_schedule is not None else float(optimizer.param_groups[0]["lr"])  # may be a tensor
+    lr = task.lr(st.step)  # may be a tensor (members' lrs)
+    if lr is None:
+        lr = float(optimizer.param_groups[0]["lr"])
 
     def flush() -> tuple[int, str] | None:
         """Read pending losses back; the first bad one ends training."""
@@ -227,9 +224,7 @@ def train(
         steps = [s for s, _ in pending]
         pending.clear()
         if values and isinstance(values[0], list):
-            if reduce_losses is None:
-                raise ValueError("loss_fn returned one loss per member: train() needs reduce_losses")
-            values = reduce_losses(steps, values)
+            values = task.reduce_losses(steps, values)
         win_sum, win_n = 0.0, 0
         for s, v in zip(steps, values):
             if not math.isfinite(v):
@@ -248,21 +243,21 @@ def train(
     status, bad = "ok", None
     while st.step < max_steps:
         step = st.step
-        if lr_schedule is not None:
-            lr = lr_schedule(step)
+        step_lr = task.lr(step)
+        if step_lr is not None:
+            lr = step_lr
             set_lr(optimizer, lr)
-        x, y = get_batch(step)
+        x, y = task.batch(step)
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         total = graphed(x, y) if graphed is not None else step_fn(x, y)
         pending.append((step, total))
         st.step += 1
         st.tokens_seen += x.numel()
-        if on_step is not None:
-            on_step(st.step)
+        task.on_step(st.step)
 
         done = st.step >= max_steps
-        eval_due = evaluate is not None and ((eval_every > 0 and st.step % eval_every == 0) or (done and eval_at_end))
+        eval_due = evaluates and ((eval_every > 0 and st.step % eval_every == 0) or (done and eval_at_end))
         ckpt_due = checkpointer is not None and ckpt_every > 0 and (st.step % ckpt_every == 0 or done)
         if eval_due or ckpt_due or done or st.step % sync_every == 0:
             bad = flush()
@@ -270,15 +265,14 @@ def train(
                 st.step = bad[0]  # the steps completed before the offending one
                 status = "diverged"
                 break
-            if progress is not None:
-                progress({"step": st.step, "loss": st.last_loss, "lr": lr, "tokens_seen": st.tokens_seen,
+            task.on_sync({"step": st.step, "loss": st.last_loss, "lr": lr, "tokens_seen": st.tokens_seen,
                           "wall_s": st.wall_s + time.perf_counter() - t0,
                           "graph_replays": graph_stats()[0], "graph_fallback": graph_stats()[1]})
         stop = False
         if eval_due:
             model.eval()
             with EAGER_LOCK, torch.no_grad(), autocast_ctx(device, prec):  # packed runs: see graphed.py
-                metrics = evaluate(st.step)
+                metrics = task.evaluate(st.step)
             model.train()
             record = {"step": st.step,
                       "train_loss": st.window_sum / st.window_n if st.window_n else float("nan"),
@@ -286,11 +280,9 @@ def train(
                       "wall_s": st.wall_s + time.perf_counter() - t0, **plain(dict(metrics))}
             st.window_sum, st.window_n = 0.0, 0
             st.history.append(record)
-            if on_eval is not None:
-                on_eval(record)
-            if should_stop is not None and should_stop(record):
+            if task.on_eval(record):
                 st.stopped_early = stop = True
-            if not stop and after_eval is not None and after_eval(record):
+            if not stop and task.after_eval(record):
                 graphed = None  # the old graph's shapes are gone: free it before capturing the new one
                 graphed = new_graph()
         if ckpt_due or (stop and checkpointer is not None and ckpt_every > 0):

@@ -45,7 +45,7 @@ def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int
     import torch
 
     from evals.mad.backbones import mad_loss
-    from grid.train import CosinePerEpoch, build_adamw, train
+    from grid.train import CosinePerEpoch, SimpleTask, build_adamw, train
 
     torch.manual_seed(0)
     model = _model(mixer, compile)
@@ -54,9 +54,13 @@ def _train(mixer: str, state: dict | None, batches, cuda_graph: bool, steps: int
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = build_adamw(model, 1e-3, 0.1)
     losses: list[float] = []
-    res = train(model, opt, CosinePerEpoch(1e-3, 1e-6, 4, epochs_steps), lambda s: batches[s % len(batches)],
-                mad_loss, max_steps=steps, grad_clip=1.0, precision="bf16", sync_every=1, cuda_graph=cuda_graph,
-                progress=lambda rec: losses.append(rec["loss"]))
+    class Task(SimpleTask):
+        def on_sync(self, info):
+            losses.append(info["loss"])
+
+    task = Task(lambda s: batches[s % len(batches)], mad_loss, CosinePerEpoch(1e-3, 1e-6, 4, epochs_steps))
+    res = train(model, opt, task, max_steps=steps, grad_clip=1.0, precision="bf16", sync_every=1,
+                cuda_graph=cuda_graph)
     return init, model, losses, res
 
 
@@ -65,15 +69,15 @@ def ms_per_step(make_model, batch, cuda_graph: bool, steps: int = 200) -> float:
     import torch
 
     from evals.mad.backbones import mad_loss
-    from grid.train import build_adamw, train
+    from grid.train import SimpleTask, build_adamw, train
 
     model = make_model()
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
-    train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)  # compile, autotune, capture
+    train(model, opt, SimpleTask(lambda s: batch, mad_loss), max_steps=5, **kw)  # compile, autotune, capture
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    train(model, opt, None, lambda s: batch, mad_loss, max_steps=steps, **kw)
+    train(model, opt, SimpleTask(lambda s: batch, mad_loss), max_steps=steps, **kw)
     torch.cuda.synchronize()  # (a second train() call: its own warm-up and capture are included)
     return (time.perf_counter() - t0) / steps * 1e3
 
@@ -85,15 +89,15 @@ def kernel_ms_per_step(make_model, batch, cuda_graph: bool, steps: int = 50) -> 
     from torch.profiler import ProfilerActivity, profile
 
     from evals.mad.backbones import mad_loss
-    from grid.train import build_adamw, train
+    from grid.train import SimpleTask, build_adamw, train
 
     model = make_model()
     opt = build_adamw(model, 1e-3, 0.0)
     kw = dict(precision="bf16", sync_every=10 ** 9, cuda_graph=cuda_graph)
-    train(model, opt, None, lambda s: batch, mad_loss, max_steps=5, **kw)
+    train(model, opt, SimpleTask(lambda s: batch, mad_loss), max_steps=5, **kw)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        train(model, opt, None, lambda s: batch, mad_loss, max_steps=steps, **kw)
+        train(model, opt, SimpleTask(lambda s: batch, mad_loss), max_steps=steps, **kw)
         torch.cuda.synchronize()
     per = {e.key: (getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)) / 1e3 / steps
            for e in prof.key_averages() if e.key}
