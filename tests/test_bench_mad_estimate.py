@@ -6,7 +6,7 @@ import json
 import pytest
 
 from evals.mad.settings import all_settings
-from grid.bench.mad_scaling import batches_per_epoch, full_suite_serial_s, main
+from evals.mad.bench import batches_per_epoch, full_suite_serial_s, main
 
 
 def test_baseline_only_suite_costs_six_runs_times_epochs_times_epoch_time():
@@ -102,7 +102,7 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
     import os
 
     from evals.mad.run import worker_env
-    from grid.bench.mad_scaling import warm_kernels
+    from evals.mad.bench import warm_kernels
 
     monkeypatch.setenv("FLA_CACHE_RESULTS", "1")
     calls = []
@@ -133,7 +133,7 @@ def test_warm_passes_compile_crowded_then_tune_quietly_and_restore_the_environme
 
 
 def test_full_protocol_estimate_uses_each_trials_slowest_run_and_scales_to_every_setting(tmp_path, capsys):
-    from grid.bench.mad_scaling import full_suite_from_runs_s
+    from evals.mad.bench import full_suite_from_runs_s
 
     base = {s.code: s for s in all_settings(which="baseline")}
     settings_per_task = {c: sum(batches_per_epoch(s) / batches_per_epoch(base[c]) for s in all_settings() if s.code == c)
@@ -160,7 +160,7 @@ def test_full_protocol_estimate_uses_each_trials_slowest_run_and_scales_to_every
 
 
 def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, capsys):
-    from grid.bench.mad_scaling import full_suite_from_runs_s, setting_costs
+    from evals.mad.bench import full_suite_from_runs_s, setting_costs
 
     runs = [{"task": c, "wall_s": 100.0, "epochs_run": 200} for c in TASKS for _ in range(6)]
     full = {"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [
@@ -193,7 +193,7 @@ def test_setting_costs_replace_the_batch_ratio_for_measured_settings(tmp_path, c
 
 
 def test_like_in_a_full_protocol_report_swaps_runs_and_drops_the_pass_wall_estimate(tmp_path, capsys):
-    from grid.bench.mad_scaling import full_suite_from_runs_s
+    from evals.mad.bench import full_suite_from_runs_s
 
     runs = [{"task": c, "wall_s": 10.0 if c == "CR" else 100.0, "epochs_run": 5 if c == "CR" else 200}
             for c in TASKS for _ in range(6)]
@@ -209,7 +209,7 @@ def test_like_in_a_full_protocol_report_swaps_runs_and_drops_the_pass_wall_estim
 
 
 def test_setting_costs_from_a_gpu_profile_are_gpu_time_ratios_to_the_task_baseline(tmp_path, capsys):
-    from grid.bench.mad_scaling import profile_setting_costs
+    from evals.mad.bench import profile_setting_costs
 
     runs = [{"task": c, "wall_s": 100.0, "epochs_run": 200} for c in TASKS for _ in range(6)]
     full = {"arch": "gla", "epochs": 200, "n_gpu": 1, "rows": [
@@ -241,7 +241,7 @@ def test_setting_costs_from_a_gpu_profile_are_gpu_time_ratios_to_the_task_baseli
 
 
 def test_gpu_work_sums_each_settings_profiled_step_time_over_the_baselines_epochs(tmp_path, capsys):
-    from grid.bench.mad_scaling import gpu_work_s
+    from evals.mad.bench import gpu_work_s
 
     runs = [{"task": c, "wall_s": 100.0, "epochs_run": 10} for c in TASKS for _ in range(6)]  # 60 epochs per task
     step_ms = {f"{c} baseline": 1.0 for c in TASKS}

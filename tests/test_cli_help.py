@@ -38,7 +38,7 @@ def test_models_table_fits_and_says_what_is_true(capsys):
 
 
 def test_a_fused_only_mixer_that_cannot_run_never_points_to_a_reference(monkeypatch):
-    from grid.models import environment
+    from grid.env import kernels as environment
     from grid.models.errors import BackendUnavailable
     from grid.models.registry import all_mixers, build_mixer
 

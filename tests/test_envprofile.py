@@ -1,6 +1,6 @@
 import pytest
 
-from grid.envprofile import ProfileError, load_profile, profile_names
+from grid.env.profiles import ProfileError, load_profile, profile_names
 
 
 def test_profiles_shipped():
@@ -79,3 +79,16 @@ def test_this_installed_environment_passes_the_current_profile():
     if sys.platform != "linux":
         pytest.skip("triton (pinned by the profile) exists for Linux only")
     assert load_profile("current").mismatches() == []
+
+
+def test_one_version_parser_decides_the_gated_backward_block():
+    """grid/env/versions.py reads every version string (profiles and the fused-kernel check alike)."""
+    from grid.env.kernels import gated_bwd_blocked
+    from grid.env.versions import version_tuple
+
+    assert version_tuple("3.7.0+git1a2b") == (3, 7, 0) and version_tuple("2.6.0+cu124") == (2, 6, 0)
+    assert version_tuple(None) == version_tuple("not a version") == ()
+    hopper = (9, 0)
+    assert gated_bwd_blocked("3.6.0", hopper, has_tilelang=False)
+    assert not gated_bwd_blocked("3.7.1", hopper, has_tilelang=False)
+    assert not gated_bwd_blocked("3.6.0", hopper, has_tilelang=True) and not gated_bwd_blocked("3.6.0", (8, 0), False)

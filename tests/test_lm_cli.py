@@ -94,7 +94,7 @@ def fake_client(monkeypatch):
 
 def test_submit_builds_the_run_command_with_profile_runtime_env():
     """What the job runs (the submission itself is tested against a real cluster in tests/test_cluster.py)."""
-    from grid.envprofile import load_profile
+    from grid.env.profiles import load_profile
     from grid.lm.cli import _submit_parser, build_job
 
     args = _submit_parser().parse_args(["configs/grids/quickstart.yaml", "--address", "http://head:8265",

@@ -102,7 +102,8 @@ recipe: {tokens: 12288, eval_every: 3, ckpt_every: 3, eval_batches: 1, micro_bat
         torch.set_num_threads(threads)
 
     # the same trial on 2 data-parallel Train workers (8 rows each, 2 micro-batches), gloo on CPU
-    ddp = ts.model_copy(update={"config": {**ts.config, "ddp": {"workers": 2, "use_gpu": False}}})
+    ddp = ts.model_copy(update={"config": {**ts.config, "ddp": {"workers": 2, "use_gpu": False}},
+                                "runtime": sorted({*ts.runtime, "ddp"})})  # the runtime block: same trial_key
     store = ResultsStore(tmp_path / "store")
     summary = run_trials([ddp], store=store, experiment="ddp", storage_dir=tmp_path / "ray", progress=False,
                          max_concurrent=1)

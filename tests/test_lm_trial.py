@@ -147,7 +147,7 @@ def test_exploding_loss_trips_the_guard(data, tmp_path, monkeypatch):
 
 def test_final_report_drops_the_stale_curve_point():
     """ctx.last_metrics keeps the last report's curve/* keys; the final report to Tune must not re-send them."""
-    from grid.run.trainable import final_report
+    from grid.run.context import final_report
 
     last = {CURVE_PREFIX + "step": 6, CURVE_PREFIX + "val_loss": 2.5, "val_loss": 2.5, "steps": 6, "note": "x",
             "none": None}
@@ -155,7 +155,7 @@ def test_final_report_drops_the_stale_curve_point():
 
 
 def test_env_profile_is_checked_at_start(tmp_path, monkeypatch):
-    from grid.envprofile import ProfileError
+    from grid.env.profiles import ProfileError
 
     prof = tmp_path / "impossible.txt"
     prof.write_text("# lingrid environment profile: impossible\n# architectures: all\ntorch==1.0.0\n")

@@ -365,7 +365,7 @@ def test_scoring_refuses_mixed_protocols():
 def test_run_mad_metrics_do_not_clash_with_runner_columns(tmp_path):
     """The Ray runner rejects metric names it fills in itself; run_mad must never return one."""
     from grid.results.schema import RUNNER_COLUMNS
-    from grid.run.trainable import TUNE_RESERVED
+    from grid.run.context import TUNE_RESERVED
     from evals.mad.protocol import run_mad
     from evals.mad.settings import MADSetting
 

@@ -189,7 +189,7 @@ def test_live_table_shows_each_running_trial(monkeypatch):
 
 def test_progress_tracker_derives_tokens_and_epochs_from_steps():
     from grid.run.spec import Work
-    from grid.run.trainable import ProgressTracker
+    from grid.run.context import ProgressTracker
 
     t = ProgressTracker(Work(steps=100, tokens=12800, epochs=4))
     t.update({"step": 50, "epoch": 1, "train_loss": 1.5, "test_loss": 2.0, "test_acc": 0.5})  # what MAD reports

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     if isinstance(args, int):
         return args
-    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
+    from evals.mad.scoring import by_protocol, mad_tables  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(args.results).query("SELECT * FROM results WHERE suite = 'mad'")
@@ -38,16 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(parts) > 1:
         print(f"{sum(len(p) for _, p in parts)} MAD runs in {args.results} under {len(parts)} protocols: one table "
               "each (numbers from different protocols are not comparable)")
-    status = 0
-    for key, part in parts:
-        print(f"\nMAD leaderboard, {protocol_label(key)} ({len(part)} runs; best of lr x wd per setting, "
-              f"mean per task):\n")
-        try:
-            print(to_markdown(mad_table(part)))
-        except ValueError as exc:  # rows that cannot be scored (e.g. without acc): say so, go on
-            print(f"cannot score these rows: {exc}")
-            status = 1
-    return status
+    text, ok = mad_tables(parts, "MAD leaderboard", sep=";")
+    print(text)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def log_parameters(args, settings) -> int:
 def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0,
                 protocol: str | None = None) -> None:
     """The MAD table of this run's protocol for `model_id` (one table, never mixing protocols)."""
-    from evals.mad.scoring import by_protocol, mad_table, protocol_label, to_markdown  # noqa: PLC0415
+    from evals.mad.scoring import by_protocol, mad_tables  # noqa: PLC0415
     from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'mad' AND model_id = ?", [model_id])
@@ -249,12 +249,7 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
     if not parts:
         print(f"no MAD rows for model_id={model_id!r} protocol={protocol} epochs={epochs} in {results}")
         return
-    for key, part in parts:
-        print(f"\nMAD, {protocol_label(key)} ({len(part)} runs, best of lr x wd per setting, mean per task):\n")
-        try:
-            print(to_markdown(mad_table(part)))
-        except ValueError as exc:  # rows that cannot be scored: say so, never a traceback
-            print(f"cannot score these rows: {exc}")
+    print(mad_tables(parts, "MAD")[0])
 
 
 def build_problem(args, settings) -> str | None:

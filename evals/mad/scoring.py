@@ -152,3 +152,19 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
     cells = [[_cell(v, digits) for v in row] for row in t.itertuples(index=False)]
     return render([str(c) for c in t.columns], cells, markdown=True, right=numeric) + "\n"
+
+
+def mad_tables(parts: list[tuple[dict, pd.DataFrame]], heading: str, sep: str = ",") -> tuple[str, bool]:
+    """The MAD table of each protocol part (from by_protocol) as text: a heading line per part
+    ("<heading>, <protocol label> (<n> runs<sep> best of lr x wd per setting, mean per task):") and its
+    markdown table; a part that cannot be scored says why. Returns (text, every part scored)."""
+    out, ok = [], True
+    for key, part in parts:
+        out.append(f"\n{heading}, {protocol_label(key)} ({len(part)} runs{sep} best of lr x wd per setting, mean per task):\n")
+        try:
+            out.append(to_markdown(mad_table(part)))
+        except ValueError as exc:  # rows that cannot be scored (e.g. without acc): say so, never a traceback
+            out.append(f"cannot score these rows: {exc}")
+            ok = False
+    return "\n".join(out), ok
+

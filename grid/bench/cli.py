@@ -70,7 +70,7 @@ def _write(path: str, rows) -> None:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "mad":
-        from grid.bench.mad_scaling import main as mad_main  # noqa: PLC0415
+        from evals.mad.bench import main as mad_main  # noqa: PLC0415
 
         return mad_main(argv[1:])
     if not argv or argv[0] != "mixers":

@@ -355,7 +355,7 @@ def _submit_parser() -> argparse.ArgumentParser:
 def build_job(args) -> tuple[Any, str, dict[str, Any], Any]:
     """(grid spec, entrypoint, runtime_env, env profile or None) of a submission; GridError/ProfileError/
     ValueError (one line each) for anything that would fail on the cluster."""
-    from grid.envprofile import load_profile  # noqa: PLC0415
+    from grid.env.profiles import load_profile  # noqa: PLC0415
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
 
@@ -394,7 +394,7 @@ def submit_main(argv: list[str] | None = None) -> int:
     args = parse(_submit_parser(), argv)
     if isinstance(args, int):
         return args
-    from grid.envprofile import ProfileError  # noqa: PLC0415
+    from grid.env.profiles import ProfileError  # noqa: PLC0415
     from grid.lm.gridspec import GridError  # noqa: PLC0415
 
     try:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from grid.run.trainable import import_string
+from grid.run.context import import_string
 
 FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run: rank 0's final metrics
 

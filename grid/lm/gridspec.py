@@ -102,7 +102,7 @@ class GridSpec(BaseModel):
         if dup:
             raise ValueError(f"architectures[].name must be unique; repeated: {dup}")
         if self.env_profile:
-            from grid.envprofile import load_profile  # noqa: PLC0415
+            from grid.env.profiles import load_profile  # noqa: PLC0415
 
             load_profile(self.env_profile).check_architectures(a.mixer for a in self.architectures)
         return self

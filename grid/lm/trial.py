@@ -54,7 +54,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from grid.check.gate import gate_model
 from grid.data import TokenShards
 from grid.data.cache import ensure_local
-from grid.envprofile import load_profile
+from grid.env.profiles import load_profile
 from grid.lm.ddp import FINAL_FILE, run_ddp
 from grid.lm.evals.run import run_evals
 from grid.lm.mfu import current_gpu_name, mfu
@@ -62,7 +62,7 @@ from grid.models import ModelConfig, build_model
 from grid.models.accounting import account
 from grid.models.compile import compile_model
 from grid.results.schema import CURVE_PREFIX
-from grid.run.trainable import PermanentError
+from grid.run.context import PermanentError
 from grid.train import DirCheckpointer, TrainTask, WarmupCosine, build_adamw, run_fields, train
 from grid.train.checkpoint import FILE_NAME
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from grid.env import kernels
 from grid.models.errors import BackendUnavailable, ConfigError
 
 Builder = Callable[[int, int, dict[str, Any]], Any]
@@ -142,11 +143,9 @@ def build_mixer(spec: MixerSpec, d_model: int, layer_idx: int, kwargs: dict[str,
 
 def fused_status(spec: MixerSpec) -> tuple[bool, str]:
     """Can the fused backend of this mixer run here? (ok, reason). Imports nothing heavy unless needed."""
-    from grid.models import environment  # noqa: PLC0415
-
     if spec.fused is None:
         return False, spec.fused_unavailable or "no fused backend"
-    return environment.fused_ok(spec)
+    return kernels.fused_ok(spec)
 
 
 def reference_status(spec: MixerSpec) -> tuple[bool, str]:

@@ -21,9 +21,9 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
 from grid.results.schema import CURVE_PREFIX
+from grid.run.context import PROGRESS_PREFIX, PROGRESS_SOURCES
 from grid.run.ledger import STORED_FLAG
-from grid.run.trainable import (MEMBER_ROW_KEY, PROGRESS_SOURCES, PROV_KEY, ROW_KEY, SPEC_KEY,
-                                 TRIAL_KEY)
+from grid.run.trainable import MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,6 @@ class ProgressCallback(Callback):
         self.board.recover(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
-
         values = {k[len(PROGRESS_PREFIX):]: v for k, v in result.items() if k.startswith(PROGRESS_PREFIX)}
         if values:
             self.board.progress(trial.trial_id, values)
@@ -441,8 +439,6 @@ class ProgressCSVCallback(CSVLoggerCallback):
     """progress.csv with one fixed header (PROGRESS_CSV_COLUMNS) from the first report on."""
 
     def log_trial_result(self, iteration: int, trial, result: dict):
-        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
-
         row = {}
         for col in PROGRESS_CSV_COLUMNS:
             v = result.get(col, result.get(PROGRESS_PREFIX + col))
@@ -478,8 +474,6 @@ class TensorBoardCallback(TBXLoggerCallback):
         self._trial_result[trial] = {}
 
     def log_trial_result(self, iteration: int, trial, result: dict):
-        from grid.run.trainable import PROGRESS_PREFIX  # noqa: PLC0415
-
         if trial not in self._trial_writer:
             self.log_trial_start(trial)
         p = {k[len(PROGRESS_PREFIX):]: v for k, v in result.items() if k.startswith(PROGRESS_PREFIX)}

@@ -39,9 +39,13 @@ because a graphed step is mostly kernel time already (docs/gpu.md, session 4).
 """
 from __future__ import annotations
 
+# Lazy here: torch (a pack runs on a worker that may have no torch loaded yet, and the driver imports this module).
+
+import contextlib
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -49,6 +53,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grid.keys import content_hash
+from grid.run.context import (ProgressTracker, Segments, _clean_metrics, finish_row, import_string, result_row,
+                              utcnow_iso)
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +93,12 @@ class MemberContext:
     `on_report()` (a group's members: all report in the calling thread) runs after each report."""
 
     def __init__(self, spec, gpu_index: str | None, on_report: Callable[[], None] | None = None):
-        from grid.run.trainable import ProgressTracker  # noqa: PLC0415
-
         self.spec, self.trial_key, self.config, self.gpu_index = spec, spec.trial_key, spec.config, gpu_index
         self.last_metrics: dict[str, Any] = {}
         self.progress = ProgressTracker(spec.work)
         self.on_report = on_report
 
     def report(self, metrics: dict[str, Any], checkpoint_dir=None) -> None:
-        from grid.run.trainable import _clean_metrics  # noqa: PLC0415
-
         clean = _clean_metrics(metrics, "ctx.report()")
         self.last_metrics.update(clean)
         self.progress.update(clean)
@@ -109,9 +111,6 @@ class MemberContext:
 
 def _member_stream():
     """A fresh CUDA stream context for this thread when torch is loaded and sees a GPU, else a no-op."""
-    import contextlib  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     torch = sys.modules.get("torch")
     if torch is None:
         try:
@@ -132,7 +131,7 @@ def run_members(spec, head: dict[str, Any], on_finished: Callable[[dict[str, Any
     Members whose key is in `done` (rows restored from a checkpoint) are not run again: their rows
     are returned as they are. `on_finished(row)` is called in the calling thread (Tune's session
     belongs to it) as each member finishes; `on_progress(tracker)`, also there, every
-    `progress_every_s` seconds with the pack's combined progress (grid.run.trainable.ProgressTracker)."""
+    `progress_every_s` seconds with the pack's combined progress (grid.run.context.ProgressTracker)."""
     done = done or {}
     rows: list[dict[str, Any] | None] = [done.get(m.trial_key) for m in spec.members]
     trackers: dict[int, Any] = {}
@@ -158,8 +157,6 @@ class _PackState:
         self.on_finished, self.on_progress = on_finished, on_progress
 
     def progress(self) -> None:
-        from grid.run.trainable import ProgressTracker  # noqa: PLC0415
-
         if self.on_progress is None:
             return
         n_done = sum(r is not None for r in self.rows)
@@ -183,8 +180,6 @@ class _PackState:
 def _run_group(pack: _PackState, group: str, todo: list[int], head: dict[str, Any],
                progress_every_s: float) -> str | None:
     """Members `todo` through the group function `group`; None, or why some got no result."""
-    from grid.run.trainable import Segments, import_string, result_row, utcnow_iso  # noqa: PLC0415
-
     members = [pack.spec.members[i] for i in todo]
     started = utcnow_iso()
     segments = Segments(0.0, started, 1)  # the group's time so far is each member's
@@ -223,8 +218,6 @@ def _run_threads(pack: _PackState, todo: list[int], head: dict[str, Any], progre
                  fallback: str | None = None) -> None:
     """Members `todo` in one thread each (see the module docstring); `fallback` says why they did not
     run through the pack's group function (None: they were never meant to)."""
-    from grid.run.trainable import Segments, finish_row, utcnow_iso  # noqa: PLC0415
-
     spec, rows = pack.spec, pack.rows
     finished: queue.Queue[int] = queue.Queue()
     retries = int(spec.config.get("retries", 0))
@@ -275,8 +268,6 @@ def _run_threads(pack: _PackState, todo: list[int], head: dict[str, Any], progre
 def _finished_tracker(member, row: dict[str, Any], live=None):
     """A finished member's progress: its last values, and all of its planned work done (a run that stopped
     early has no work left)."""
-    from grid.run.trainable import ProgressTracker  # noqa: PLC0415
-
     t = ProgressTracker(member.work)
     if live is not None:
         t.values.update(live.values)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grid.keys import canonical_json, content_hash, trial_key as key_of
+from grid.keys import canonical_json, trial_key as key_of
 
 # store columns a trial may describe itself with (anything else belongs in config or metrics)
 DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("model_id", "mixer", "backend", "task", "setting", "lr", "wd", "seed")

@@ -47,7 +47,6 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 

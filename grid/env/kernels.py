@@ -6,22 +6,11 @@ front so that building a model for training fails with a message that names the 
 """
 from __future__ import annotations
 
+# Lazy here: torch (asked for the GPU's capability only when a fused kernel is considered).
 import functools
 import importlib.util
 
-from grid.env import package_version
-
-
-def _version_tuple(v: str | None) -> tuple[int, ...]:
-    if not v:
-        return ()
-    out = []
-    for part in v.split("+")[0].split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
+from grid.env.versions import fla_version, package_version, version_tuple
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,7 +26,7 @@ def gated_bwd_blocked(triton_version: str | None, capability: tuple[int, int] | 
     """True where fla refuses its gated chunked backward (Hopper, 3.4 <= triton < 3.7.1, no tilelang)."""
     if capability is None or capability[0] != 9 or has_tilelang:
         return False
-    tv = _version_tuple(triton_version)
+    tv = version_tuple(triton_version)
     return (3, 4) <= tv[:2] and tv < (3, 7, 1)
 
 
@@ -60,4 +49,7 @@ def fused_ok(spec) -> tuple[bool, str]:
             return False, GATED_FIX.format(tv=tv)
     if not spec.fused_needs_fla:
         return True, "torch"
-    return True, "fla " + str(package_version("fla-core") or package_version("flash-linear-attention"))
+    return True, "fla " + str(fla_version())
+
+
+__all__ = ["GATED_FIX", "cuda_capability", "fused_ok", "gated_bwd_blocked"]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 
-from grid.env import package_version
+from grid.env.versions import package_version, parse_version
+from grid.paths import REPO
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "env"
+PROFILE_DIR = REPO / "configs" / "env"
 
 
 class ProfileError(ValueError):
@@ -49,7 +50,7 @@ class EnvProfile:
                 out.append(f"{req.name}: required {req.specifier or 'installed'}, not installed")
                 continue
             try:
-                ok = req.specifier.contains(Version(have.split("+")[0]), prereleases=True)
+                ok = req.specifier.contains(parse_version(have), prereleases=True)
             except InvalidVersion:
                 ok = False
             if not ok:
@@ -87,3 +88,6 @@ def load_profile(name_or_path: str) -> EnvProfile:
             Requirement(line)  # validate early
             reqs.append(line)
     return EnvProfile(name, tuple(reqs), archs)
+
+
+__all__ = ["PROFILE_DIR", "EnvProfile", "ProfileError", "load_profile", "profile_names"]

@@ -1,25 +1,20 @@
-"""Provenance: what actually ran (versions, GPU, git sha). Never imports fla or triton at module top level."""
+"""Provenance: what actually ran (versions, GPU, git sha), recorded in every row.
+
+Lazy here: torch (read inside `provenance`, which runs on the worker; the driver imports this module)."""
 from __future__ import annotations
 
 import functools
-import importlib.metadata as md
 import os
 import subprocess
-from pathlib import Path
 
-
-def package_version(name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
+from grid.env.versions import fla_version, package_version
+from grid.paths import REPO
 
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("LINGRID_GIT_SHA")
     sha = out.stdout.strip()
@@ -30,14 +25,14 @@ def git_sha() -> str | None:
 
 def provenance() -> dict[str, str | None]:
     """Versions and hardware of *this* process (call it inside the trial, on the worker)."""
-    import torch  # noqa: PLC0415  (torch is cheap and CPU-safe; fla/triton are only read as metadata)
+    import torch  # noqa: PLC0415
 
     cuda = torch.version.cuda if torch.cuda.is_available() else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "torch": torch.__version__,
         "triton": package_version("triton"),
-        "fla": package_version("fla-core") or package_version("flash-linear-attention"),
+        "fla": fla_version(),
         "ray": package_version("ray"),
         "cuda": cuda,
         "gpu_name": gpu,
@@ -45,3 +40,6 @@ def provenance() -> dict[str, str | None]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "autotune": os.environ.get("LINGRID_AUTOTUNE", "full"),  # grid.models.autotune: first | full
     }
+
+
+__all__ = ["git_sha", "provenance"]
