@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import yaml
 
 
 class StrictParser(argparse.ArgumentParser):
@@ -101,6 +104,27 @@ def non_empty(what: str = "value") -> Callable[[str], str]:
     return check
 
 
+def read_mapping(path: Any, what: str, fields: str, error: type[Exception] = ValueError) -> dict:
+    """The YAML mapping in file `path` (a `what`: "grid file", "file", ...), or `error` with one line saying
+    why not (missing, a directory, not text, not YAML, not a mapping of `fields`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory; give a YAML file") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not a text (YAML) file") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{what} {path}: expected a mapping of fields ({fields}), got {type(raw).__name__}")
+    return raw
+
+
 def validation_message(exc: Any, source: str) -> str:
     """A pydantic ValidationError as one line: `<source>: <field>: <message> (value <v>); ...`."""
     parts = []
@@ -115,4 +139,5 @@ def validation_message(exc: Any, source: str) -> str:
     return f"{source}: " + "; ".join(" ".join(p.split()) for p in parts)
 
 
-__all__ = ["StrictParser", "fail", "float_range", "int_range", "non_empty", "parse", "validation_message"]
+__all__ = ["StrictParser", "fail", "float_range", "int_range", "non_empty", "parse", "read_mapping",
+           "validation_message"]

@@ -37,11 +37,10 @@ from typing import Any, Callable
 import torch
 
 from evals.mad.protocol import (
-    _SETUP_LOCK, REPORTED, MADRunConfig, _setup, batch_fn, lr_schedule, resolve_device, run_row, stops,
+    _SETUP_LOCK, REPORTED, MADRunConfig, MADSteps, _setup, batch_fn, lr_schedule, resolve_device, run_row, stops,
 )
 from grid.keys import canonical_json
 from grid.train.loop import TrainResult, effective_precision, train
-from grid.train.task import TrainTask
 
 # what the members of one group may differ in: everything else must be equal
 MEMBER_FIELDS = ("lr", "weight_decay")
@@ -75,15 +74,16 @@ def member_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.stack([token_cross_entropy(logits, y) for logits in model(x)])
 
 
-class GroupTask(TrainTask):
+class GroupTask(MADSteps):
     """A batched group's runs for the loop: one stacked model, per-member losses, lrs and evaluations. A member
     that diverges or stops early is finished (`finish(m, **TrainResult fields)`, set by run_mad_group) at the
     next evaluation and its slice dropped from the model, the optimizer and the schedule."""
 
     def __init__(self, cfgs, model, optimizer, schedule, losses, get_batch, test, steps_per_epoch: int, device,
                  contexts):
-        self.cfgs, self.model, self.optimizer, self.schedule, self.losses = cfgs, model, optimizer, schedule, losses
-        self._batch, self.test, self.spe, self.contexts = get_batch, test, steps_per_epoch, contexts
+        super().__init__(get_batch, schedule)
+        self.cfgs, self.model, self.optimizer, self.losses = cfgs, model, optimizer, losses
+        self.test, self.spe, self.contexts = test, steps_per_epoch, contexts
         self.histories: dict[int, list[dict[str, Any]]] = {m: [] for m in losses.ids}
         self.finished: set[int] = set()
         self.finish: Callable[..., None] = lambda m, **fields: None
@@ -113,14 +113,8 @@ class GroupTask(TrainTask):
         return SimpleNamespace(replays=self.eval_retired["replays"] + self.eval_graphs[0].replays,
                                fallback_reason=self.eval_retired["fallback"] or self.eval_graphs[0].fallback_reason)
 
-    def batch(self, step):
-        return self._batch(step)
-
     def loss(self, model, x, y):
         return member_loss(model, x, y)
-
-    def lr(self, step):
-        return self.schedule(step)
 
     def reduce_losses(self, steps, values):
         return self.losses.reduce(steps, values)

@@ -303,21 +303,12 @@ def _diverged_fields(proto, history: list[dict[str, Any]]) -> dict[str, Any]:
             "epochs_run": len(history), "acc_pre_nan": pre["acc"] if pre else 0.0}
 
 
-class MADTask(TrainTask):
-    """One MAD run for the loop: its epoch-permuted batches, mad_loss, the protocol's lr schedule, an evaluation
-    on the test split per epoch (reported to the runner; the best-perplexity weights kept for eval_train), and
-    the early stop of the protocol."""
+class MADSteps(TrainTask):
+    """The training steps of MAD runs (solo and batched): epoch-permuted batches (`batch_fn`), the protocol's
+    lr schedule, mad_loss."""
 
-    def __init__(self, cfg: MADRunConfig, model, get_batch, schedule, test, steps_per_epoch: int, device, ctx=None):
-        self.cfg, self.model, self._batch, self.schedule = cfg, model, get_batch, schedule
-        self.test, self.spe, self.ctx = test, steps_per_epoch, ctx
-        self.best_state: dict[str, Any] = {}
-        self.graphed_eval = None
-        if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
-            from evals.mad.metrics import batch_row  # noqa: PLC0415
-            from grid.train.graphed import GraphedCall  # noqa: PLC0415
-
-            self.graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
+    def __init__(self, get_batch, schedule):
+        self._batch, self.schedule = get_batch, schedule
 
     def batch(self, step):
         return self._batch(step)
@@ -327,6 +318,23 @@ class MADTask(TrainTask):
 
     def lr(self, step):
         return self.schedule(step)
+
+
+class MADTask(MADSteps):
+    """One MAD run for the loop: its steps (MADSteps), an evaluation on the test split per epoch (reported to
+    the runner; the best-perplexity weights kept for eval_train), and the early stop of the protocol."""
+
+    def __init__(self, cfg: MADRunConfig, model, get_batch, schedule, test, steps_per_epoch: int, device, ctx=None):
+        super().__init__(get_batch, schedule)
+        self.cfg, self.model = cfg, model
+        self.test, self.spe, self.ctx = test, steps_per_epoch, ctx
+        self.best_state: dict[str, Any] = {}
+        self.graphed_eval = None
+        if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
+            from evals.mad.metrics import batch_row  # noqa: PLC0415
+            from grid.train.graphed import GraphedCall  # noqa: PLC0415
+
+            self.graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
 
     def evaluate(self, step: int) -> dict[str, Any]:
         m = evaluate_split(self.model, *self.test, self.cfg.batch_size, row_fn=self.graphed_eval)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grid.cliargs import fail, validation_message
+from grid.cliargs import fail, read_mapping, validation_message
 
 
 class Sweep(BaseModel):
@@ -50,7 +49,7 @@ class Sweep(BaseModel):
 
 def load_sweep(path: str | Path) -> Sweep:
     """The sweep of file `path`; ValueError (one line: field, value, what is allowed) when it is not one."""
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_mapping(path, "sweep file", "suite, arch, ...")
     try:
         return Sweep.model_validate(raw)
     except ValidationError as exc:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from grid.cliargs import read_mapping, validation_message
 from grid.keys import DEVICE_CLASSES, trial_key
 from grid.lm.evals.spec import EvalsSpec
 from grid.lm.mfu import peak_bf16_flops
@@ -131,19 +131,7 @@ class LMTrial:
 
 def load_grid(path: str | Path) -> GridSpec:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise GridError(f"grid file {path} not found") from None
-    except UnicodeDecodeError:
-        raise GridError(f"grid file {path} is not a text (YAML) file") from None
-    except yaml.YAMLError as exc:
-        raise GridError(f"grid file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except IsADirectoryError:
-        raise GridError(f"grid file {path} is a directory; give a grid YAML file") from None
-    if not isinstance(raw, dict):
-        raise GridError(f"grid file {path}: expected a mapping of fields (name, data, architectures, scales, ...), "
-                        f"got {type(raw).__name__}")
+    raw = read_mapping(path, "grid file", "name, data, architectures, scales, ...", GridError)
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as exc:
@@ -154,8 +142,6 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _format(exc: ValidationError, path) -> str:
-    from grid.cliargs import validation_message  # noqa: PLC0415
-
     return validation_message(exc, f"invalid grid {path}")
 
 

@@ -20,7 +20,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-import yaml
+from grid.cliargs import read_mapping
 
 # suite name -> module implementing the contract; rekey visits them in this order (an lm-eval row names
 # the LM trial it evaluated, so LM rows are re-keyed first)
@@ -55,21 +55,7 @@ def get_suite(name: str) -> ModuleType:
 
 def suite_of_file(path: str | Path) -> ModuleType:
     """The suite that runs file `path`, from its `suite:` field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"file {path} not found") from None
-    except IsADirectoryError:
-        raise SuiteError(f"{path} is a directory; give a grid or sweep YAML file") from None
-    except UnicodeDecodeError:
-        raise SuiteError(f"file {path} is not a text (YAML) file") from None
-    except OSError as exc:
-        raise SuiteError(f"cannot read {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        raise SuiteError(f"file {path}: expected a mapping of fields (suite, name, ...), got {type(raw).__name__}")
+    raw = read_mapping(path, "file", "suite, name, ...", SuiteError)
     name = raw.get("suite", DEFAULT_SUITE)
     if not isinstance(name, str):
         raise SuiteError(f"file {path}: suite={name!r} is not allowed; allowed: {', '.join(SUITES)}")
