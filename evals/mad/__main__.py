@@ -5,8 +5,10 @@ import argparse
 import sys
 
 from evals.mad.protocols import PROTOCOLS
+from evals.mad.scoring import by_protocol, mad_tables
 from grid import paths
 from grid.cliargs import StrictParser, int_range, parse
+from grid.results.store import ResultsStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     if isinstance(args, int):
         return args
-    from evals.mad.scoring import by_protocol, mad_tables  # noqa: PLC0415
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(args.results).query("SELECT * FROM results WHERE suite = 'mad'")
     if df.empty:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from evals.mad.backbones import mad_model_config
 from grid.models import ConfigError, ModelConfig
 
 # Resolved from this file, never from the working directory (mad-lab's pitfall, spec/mad.md §8.8).
@@ -61,7 +62,6 @@ def arch_entry(arch: str, path: str | Path | None = None) -> dict[str, Any]:
 def arch_model_config(arch: str, vocab_size: int, seq_len: int, *, backend: str = "auto",
                       layer_settings: dict[str, Any] | None = None, path: str | Path | None = None) -> ModelConfig:
     """The MAD LM backbone config of a named architecture (the AutoEncoder reuses it for compression)."""
-    from evals.mad.backbones import mad_model_config  # noqa: PLC0415
 
     entry = arch_entry(arch, path)
     kwargs = {**entry["mixer_kwargs"], **(layer_settings or {})}

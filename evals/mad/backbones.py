@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from evals.mad.protocols import DEFAULT_PROTOCOL, MADProtocol, get_protocol, init_rule, position_table
 from evals.mad.tasks import get_task
 from grid.models import ModelConfig, build_model
+from grid.models.compile import is_compiled
+from grid.models.errors import BackendUnavailable
 from grid.models.ffn import FFNConfig
 from grid.models.init import init_weights
 from grid.models.mixers._common import RMSNorm
@@ -104,7 +106,6 @@ def build_backbone(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str
 def backbone_params(cfg: ModelConfig, task_code: str, seq_len: int, protocol: str = DEFAULT_PROTOCOL) -> int | None:
     """Parameters of the backbone `build_backbone` makes (counted on the reference backend, which has the
     fused layers' names and shapes); None when the mixer has no reference backend."""
-    from grid.models.errors import BackendUnavailable  # noqa: PLC0415
 
     try:
         model = build_backbone(cfg.model_copy(update={"backend": "reference"}), task_code, seq_len, protocol)
@@ -135,7 +136,6 @@ def compiled_cross_entropy():
 def mad_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CrossEntropy(ignore_index=-100) over the flattened logits (+ MoE aux loss, 0 otherwise).
     The loss is compiled along with a compiled model (grid.models.compile.is_compiled)."""
-    from grid.models.compile import is_compiled  # noqa: PLC0415
 
     logits = model(x)
     loss = (compiled_cross_entropy() if is_compiled(model) else token_cross_entropy)(logits, y)

@@ -36,11 +36,16 @@ from typing import Any, Callable
 
 import torch
 
-from evals.mad.protocol import (
-    _SETUP_LOCK, REPORTED, MADRunConfig, MADSteps, _setup, batch_fn, lr_schedule, resolve_device, run_row, stops,
-)
+from evals.mad.backbones import token_cross_entropy
+from evals.mad.metrics import member_batch_rows, split_metrics
+from evals.mad.protocol import (MADRunConfig, MADSteps, REPORTED, _SETUP_LOCK, _setup, batch_fn, lr_schedule,
+                                resolve_device, run_row, stops)
 from grid.keys import canonical_json
+from grid.models.stacked import stack_model, stackable
+from grid.train.graphed import GraphedCall
 from grid.train.loop import TrainResult, effective_precision, train
+from grid.train.member_optim import MemberAdamW, MemberSchedule
+from grid.train.members import MemberLosses
 
 # what the members of one group may differ in: everything else must be equal
 MEMBER_FIELDS = ("lr", "weight_decay")
@@ -54,7 +59,6 @@ def group_key(cfg: MADRunConfig) -> str:
 def batchable(cfg: MADRunConfig, gpus: int) -> tuple[bool, str]:
     """Whether `cfg` can run as a member of a batched group on a worker that sees `gpus` GPUs (backend
     'auto' is taken as fused with a GPU, reference without); the reason when it cannot."""
-    from grid.models.stacked import stackable  # noqa: PLC0415
 
     if cfg.eval_train:
         return False, "eval_train needs each member's best weights (not kept by batched runs)"
@@ -69,7 +73,6 @@ def batchable(cfg: MADRunConfig, gpus: int) -> tuple[bool, str]:
 
 def member_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One mean cross-entropy per member (the solo loss of each member's logits) -> [M]."""
-    from evals.mad.backbones import token_cross_entropy  # noqa: PLC0415
 
     return torch.stack([token_cross_entropy(logits, y) for logits in model(x)])
 
@@ -97,8 +100,6 @@ class GroupTask(MADSteps):
     def new_eval_graph(self):
         if not self.graphed:
             return None
-        from evals.mad.metrics import member_batch_rows  # noqa: PLC0415
-        from grid.train.graphed import GraphedCall  # noqa: PLC0415
 
         for old in self.eval_graphs:
             self.eval_retired["replays"] += old.replays
@@ -120,8 +121,6 @@ class GroupTask(MADSteps):
         return self.losses.reduce(steps, values)
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        from evals.mad.metrics import member_batch_rows, split_metrics  # noqa: PLC0415
-
         (xte, yte), bs, sums = self.test, self.cfgs[0].batch_size, None
         for i in range(0, xte.shape[0], bs):
             x, y = xte[i:i + bs], yte[i:i + bs]
@@ -179,9 +178,6 @@ def run_mad_group(configs: list[dict[str, Any] | MADRunConfig], contexts: list |
     """Train the runs `configs` (one setting, differing only in lr and weight decay) as one stacked
     model; returns run_mad's result dict for each, in order. `contexts[i].report(metrics)` gets member
     i's epoch metrics (as run_mad's ctx); `on_done(i, result)` is called as member i finishes."""
-    from grid.models.stacked import stack_model  # noqa: PLC0415
-    from grid.train.member_optim import MemberAdamW, MemberSchedule  # noqa: PLC0415
-    from grid.train.members import MemberLosses  # noqa: PLC0415
 
     cfgs = [c if isinstance(c, MADRunConfig) else MADRunConfig.model_validate(c) for c in configs]
     if not cfgs:

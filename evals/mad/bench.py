@@ -36,9 +36,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from evals.mad.settings import all_settings
 from grid.cliargs import StrictParser, int_range, parse
-
+from grid.env import provenance
 from grid.paths import data_root
+from grid.results.store import ResultsStore
 
 class GPUSampler:
     """Mean GPU utilisation (%) per device from `nvidia-smi` while a block runs."""
@@ -90,7 +92,6 @@ def batches_per_epoch(s, batch_size: int = 128) -> int:
 
 def full_suite_serial_s(epoch_s_by_task: dict[str, float], epochs: int = 200) -> float:
     """Seconds for all 66 settings x 6 (lr, wd) runs one after another, from per-task epoch times."""
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     base = {s.code: s for s in all_settings(which="baseline")}
     return sum(6 * epochs * epoch_s_by_task.get(s.code, float("nan")) * batches_per_epoch(s)
@@ -104,7 +105,6 @@ def full_suite_from_runs_s(runs: list[dict], k: int, pack: int, cost: dict[str, 
     baselines' early stopping is applied to every setting: harder settings may stop later. `cost` maps
     "TASK setting_id" to a measured cost relative to the task's baseline (per epoch), replacing the
     batch count ratio for those settings (batches alone miss that longer sequences cost more per batch)."""
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     by_task: dict[str, list[float]] = {}
     for r in runs:
@@ -120,7 +120,6 @@ def full_suite_from_runs_s(runs: list[dict], k: int, pack: int, cost: dict[str, 
 
 def settings_per_baseline(cost: dict[str, float] | None = None) -> float:
     """The 66 settings' cost in units of the six baselines' (batches per epoch, or `cost` where measured)."""
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     base, cost = {s.code: s for s in all_settings(which="baseline")}, cost or {}
     return sum(cost.get(f"{s.code} {s.setting_id}", batches_per_epoch(s) / batches_per_epoch(base[s.code]))
@@ -147,7 +146,6 @@ def profile_setting_costs(full: dict, profile: dict) -> dict[str, float]:
     task's baseline: GPU kernel time per step (alone on the GPU) x batches per epoch. When many runs
     share the GPU and keep it busy, a run costs the others its GPU time, so this ratio is what a
     setting costs more than its baseline, free of whichever neighbours a timed pass gave it."""
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     compiled = full["rows"][0].get("compile", "off") == "on"
     rows = {r["setting"]: r for r in profile["rows"] if "error" not in r}
@@ -180,7 +178,6 @@ def gpu_work_s(runs: list[dict], step_ms: dict[str, float], which: str = "all") 
     was not profiled). Processes that share one GPU take turns on it (no MPS), so when they keep it busy
     the suite's wall time is about this sum, whoever shares with whom; the streams of one pack's runs
     may overlap small kernels, which makes the sum lean high."""
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     epochs: dict[str, int] = {}
     for r in runs:
@@ -231,7 +228,6 @@ def print_report(report: dict) -> None:
                                                    row["suite_wall_s"] * settings_per_baseline(cost) / 3600 / n_gpu)
         wall = row["est_full_suite_h_from_suite_wall"]
         stops = {t: sorted(int(r["epochs_run"] or 0) for r in runs if r["task"] == t) for t in sorted({r["task"] for r in runs})}
-        from evals.mad.settings import all_settings  # noqa: PLC0415
 
         base = {b.code: b for b in all_settings(which="baseline")}
         print("time per batch while sharing (median epoch time / batches per epoch): " + ", ".join(
@@ -291,7 +287,6 @@ def warm_kernels(args, mad_main) -> None:
     base = [*selection(args), "--epochs", "1", "--max-train-examples", "256", "--lrs", "1e-3", "--wds", "0",
             "--n-gpu", str(args.n_gpu), "--data-path", args.data_path, "--num-workers", "4",
             "--cuda-graph", args.cuda_graph, "--pack", "1", "--autotune", args.autotune, "--compile", args.compile]
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     # at most 6 at once: on a 16-core H100 host, 6 baselines compiled in 293 s, while 14 settings at once
     # (each process running Inductor's and Triton's compile workers) finished 1 in 8 min 20 s
@@ -397,9 +392,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from evals.mad.run import main as mad_main  # noqa: PLC0415
-    from grid.results.store import ResultsStore  # noqa: PLC0415
-
-    from grid.env import provenance  # noqa: PLC0415
 
     if args.warm:
         warm_kernels(args, mad_main)

@@ -45,10 +45,18 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evals.mad.backbones import mad_loss
+from evals.mad.arch import arch_model_config
+from evals.mad.backbones import build_backbone, mad_loss
+from evals.mad.data import ensure_data, load_split
+from evals.mad.metrics import batch_row, evaluate_batches
 from evals.mad.protocols import DEFAULT_PROTOCOL, ProtocolName, get_protocol
+from evals.mad.settings import MADSetting
+from grid.check.gate import gate_model
 from grid.models import ConfigError, ModelConfig
+from grid.models.compile import compile_model
 from grid.train import Constant, CosinePerEpoch, TrainTask, build_adamw, run_fields, train
+from grid.train.graphed import GraphedCall
+from grid.train.loop import autocast_ctx
 
 MACRO = "macro-per-batch"  # the headline metric's definition (spec §5.2)
 
@@ -113,8 +121,6 @@ class MADRunConfig(BaseModel):
         return self
 
     def mad_setting(self):
-        from evals.mad.settings import MADSetting  # noqa: PLC0415
-
         return MADSetting.model_validate(self.setting)
 
     def model_cfg(self, seq_len: int) -> ModelConfig:
@@ -129,8 +135,6 @@ class MADRunConfig(BaseModel):
         """The ModelConfig of `arch` (+ layer_settings) or `model`, as the files say now."""
         setting = self.mad_setting()
         if self.arch is not None:
-            from evals.mad.arch import arch_model_config  # noqa: PLC0415
-
             return arch_model_config(self.arch, setting.vocab_size, seq_len, backend=self.backend,
                                      layer_settings=self.layer_settings)
         m = dict(self.model)
@@ -167,7 +171,6 @@ def resolve_device(device: str) -> torch.device:
 def evaluate_split(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
                    row_fn=None) -> dict[str, float]:
     """acc (macro per batch, batch-weighted), acc_micro, loss, ppl of `model` on one split."""
-    from evals.mad.metrics import evaluate_batches  # noqa: PLC0415
 
     return evaluate_batches(model, inputs, targets, batch_size, row_fn=row_fn)
 
@@ -266,9 +269,6 @@ def run_row(cfg: MADRunConfig, setting, mcfg, *, n_params: int, backends: dict[s
 def _setup(cfg: MADRunConfig, setting, device: torch.device):
     """Seed, load the data onto the device, pass the parity gate, build the backbone:
     (model, model config, train, test, gate decision)."""
-    from evals.mad.backbones import build_backbone  # noqa: PLC0415
-    from evals.mad.data import ensure_data, load_split  # noqa: PLC0415
-    from grid.check.gate import gate_model  # noqa: PLC0415
 
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # as mad-lab
@@ -331,8 +331,6 @@ class MADTask(MADSteps):
         self.best_state: dict[str, Any] = {}
         self.graphed_eval = None
         if cfg.cuda_graph and device.type == "cuda":  # evaluation is launch-bound too: replay its forward
-            from evals.mad.metrics import batch_row  # noqa: PLC0415
-            from grid.train.graphed import GraphedCall  # noqa: PLC0415
 
             self.graphed_eval = GraphedCall(lambda x, y: batch_row(model(x), y), device)
 
@@ -366,7 +364,6 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
     n_params = sum(p.numel() for p in model.parameters())
     compiled = cfg.compile and device.type == "cuda"
     if compiled:  # dynamo compiles one frame at a time; graphed steps call it under EAGER_LOCK anyway
-        from grid.models.compile import compile_model  # noqa: PLC0415
 
         compile_model(model)
     bs = cfg.batch_size
@@ -386,7 +383,6 @@ def run_mad(config: dict[str, Any] | MADRunConfig, ctx: Any = None, *, checkpoin
         if cfg.eval_train and "weights" in best_state:
             model.load_state_dict(best_state["weights"])
             model.eval()
-            from grid.train.loop import autocast_ctx  # noqa: PLC0415
 
             with torch.no_grad(), autocast_ctx(device, cfg.precision):
                 tm = evaluate_split(model, xtr, ytr, bs)

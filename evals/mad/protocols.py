@@ -35,6 +35,8 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from grid.models import ConfigError
+
 ProtocolName = Literal["madlab", "cosine"]
 DEFAULT_PROTOCOL: ProtocolName = "madlab"
 LEGACY_PROTOCOL: ProtocolName = "cosine"  # rows written before the column existed
@@ -70,8 +72,6 @@ PROTOCOLS: dict[str, MADProtocol] = {
 
 def get_protocol(name: str) -> MADProtocol:
     if name not in PROTOCOLS:
-        from grid.models import ConfigError  # noqa: PLC0415
-
         raise ConfigError("protocol", name, list(PROTOCOLS))
     return PROTOCOLS[name]
 

@@ -14,11 +14,29 @@ import os
 import sys
 from pathlib import Path
 
+from evals.mad.arch import arch_entry, arch_model_config, arch_names
+from evals.mad.backbones import build_backbone
+from evals.mad.batched import batchable
+from evals.mad.data import ensure_all
+from evals.mad.protocol import MADRunConfig
 from evals.mad.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from evals.mad.scoring import by_protocol, mad_tables
+from evals.mad.settings import all_settings
+from evals.mad.suite import NAME, RUNTIME_FIELDS, TRAINABLE
 from grid import paths
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
-from evals.mad.suite import NAME, RUNTIME_FIELDS, TRAINABLE
 from grid.cliargs import StrictParser, fail, float_range, int_range, non_empty, parse
+from grid.keys import device_class
+from grid.models.stack import build_for_counting
+from grid.results.store import ResultsStore
+from grid.run.outputs import OutputPathError, check_output_dir
+from grid.run.pack import make_pack
+from grid.run.preflight import backend_problems
+from grid.run.reach import cluster_problems
+from grid.run.resources import trial_resources
+from grid.run.runner import run_trials
+from grid.run.spec import Work, make_trial
+from grid.textable import table
 
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
@@ -27,8 +45,6 @@ WDS = (0.0, 0.1)
 def build_parser(default_arch: str | None) -> argparse.ArgumentParser:
     description = "Run the MAD suite for one architecture on Ray and print its MAD table."
     if default_arch is not None:
-        from evals.mad.arch import arch_entry  # noqa: PLC0415
-
         description += f" Architecture {default_arch!r}: {arch_entry(default_arch)['source']}"
     p = StrictParser(prog=f"python -m evals.mad.mad_eval_{(default_arch or 'ARCH').replace('-', '_')}",
                      description=description)
@@ -120,7 +136,6 @@ GROUP_FN = "evals.mad.batched:run_mad_group"  # trains a batched group's runs as
 def pack_by_setting(trials: list, size: int, resources, retries: int = 0, group: str | None = None) -> list:
     """Packs of up to `size` runs of one setting (same data, same batch order), in the given order;
     with `group`, each pack's runs train through that group function (a batched model)."""
-    from grid.run.pack import make_pack  # noqa: PLC0415
 
     if size <= 1 and group is None:
         return list(trials)
@@ -134,8 +149,6 @@ def pack_by_setting(trials: list, size: int, resources, retries: int = 0, group:
 def batch_or_pack(trials: list, args, resources, retries: int = 0) -> list:
     """Trials as they go to Ray: batched groups (--batch on, where the mixer can be stacked) of up to
     all runs of a setting (or --pack N), and packs (--pack) of the rest, settings in the given order."""
-    from evals.mad.batched import batchable  # noqa: PLC0415
-    from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
 
     out, size = [], pack_size(args)
     cap = int(args.pack) if args.pack != "auto" else len(args.lrs) * len(args.wds)
@@ -164,7 +177,6 @@ def heaviest_first(settings: list) -> list:
 
 def run_work(setting, cfg):
     """Planned steps and tokens of one MAD run (all epochs: early stopping can only shorten it)."""
-    from grid.run.spec import Work  # noqa: PLC0415
 
     n = setting.num_train_examples if cfg.max_train_examples is None else min(setting.num_train_examples,
                                                                                cfg.max_train_examples)
@@ -177,10 +189,6 @@ def make_trials(args, settings) -> list:
     fields: it holds the model as it will be built (resolved from configs/mad/architectures.yaml), the
     device class the run gets (cpu | cuda) and `compile` only where it takes effect (a GPU run that is
     not batched): grid/keys.py."""
-    from evals.mad.batched import batchable  # noqa: PLC0415
-    from evals.mad.protocol import MADRunConfig  # noqa: PLC0415
-    from grid.keys import device_class  # noqa: PLC0415
-    from grid.run.resources import trial_resources  # noqa: PLC0415
 
     resources = trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1)
     device = device_class(resources.gpu)
@@ -202,7 +210,6 @@ def make_trials(args, settings) -> list:
 
 def mad_trial(cfg, *, resources=None, work=None):
     """The TrialSpec of one MAD run (MADRunConfig `cfg`): its hashed block and runtime block, its columns."""
-    from grid.run.spec import make_trial  # noqa: PLC0415
 
     config = cfg.model_dump(mode="json")
     s = cfg.mad_setting()
@@ -215,10 +222,6 @@ def mad_trial(cfg, *, resources=None, work=None):
 
 
 def log_parameters(args, settings) -> int:
-    from evals.mad.arch import arch_model_config  # noqa: PLC0415
-    from evals.mad.backbones import build_backbone  # noqa: PLC0415
-    from grid.textable import table  # noqa: PLC0415
-
     rows, seen = [], set()
     for s in settings:
         if (s.code, s.vocab_size, s.seq_len) in seen:
@@ -228,7 +231,6 @@ def log_parameters(args, settings) -> int:
         try:
             model = build_backbone(cfg, s.code, s.seq_len, args.protocol)
         except Exception:  # noqa: BLE001  fused-only mixer: count on the meta device
-            from grid.models.stack import build_for_counting  # noqa: PLC0415
 
             model = build_for_counting(cfg)
         rows.append([s.code, s.vocab_size, s.seq_len, sum(p.numel() for p in model.parameters())])
@@ -239,8 +241,6 @@ def log_parameters(args, settings) -> int:
 def print_table(results: str, model_id: str, epochs: int, max_train_examples: int = 0,
                 protocol: str | None = None) -> None:
     """The MAD table of this run's protocol for `model_id` (one table, never mixing protocols)."""
-    from evals.mad.scoring import by_protocol, mad_tables  # noqa: PLC0415
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'mad' AND model_id = ?", [model_id])
     parts = [(k, p) for k, p in by_protocol(df) if int(k["epochs"]) == epochs
@@ -254,8 +254,6 @@ def print_table(results: str, model_id: str, epochs: int, max_train_examples: in
 
 def build_problem(args, settings) -> str | None:
     """Why the architecture's backbone cannot be built on this machine (deterministic: refused before Ray)."""
-    from evals.mad.arch import arch_model_config  # noqa: PLC0415
-    from grid.run.preflight import backend_problems  # noqa: PLC0415
 
     s = settings[0]
     try:
@@ -290,8 +288,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     args = parse(build_parser(default_arch), argv)
     if isinstance(args, int):
         return args
-    from evals.mad.arch import arch_names  # noqa: PLC0415
-    from evals.mad.settings import all_settings  # noqa: PLC0415
 
     if args.arch not in arch_names():
         return fail(f"--arch={args.arch!r} is not allowed; allowed: {', '.join(arch_names())}")
@@ -318,11 +314,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
         print(f"note: --n-gpu {args.n_gpu} but {found} GPU(s) visible: using {args.gpus_found}"
               + (" (CPU run)" if found == 0 else ""), file=sys.stderr)
 
-    from evals.mad.data import ensure_all  # noqa: PLC0415
-    from grid.results.store import ResultsStore  # noqa: PLC0415
-    from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
-    from grid.run.runner import run_trials  # noqa: PLC0415
-
     try:  # every output path before any work (data generation included)
         for flag, path in (("--results", args.results), ("--ray-tmp-path", args.ray_tmp_path),
                            ("--data-path", args.data_path)):
@@ -336,8 +327,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     else:  # a cluster: every node must reach the store, the Tune storage and the MAD data (read by trials)
         import ray  # noqa: PLC0415
 
-        from grid.run.reach import cluster_problems  # noqa: PLC0415
-
         if not ray.is_initialized():
             ray.init(address=args.address, log_to_driver=False)
         problem = cluster_problems({"--results": args.results, "--ray-tmp-path": args.ray_tmp_path,
@@ -348,7 +337,6 @@ def main(argv: list[str] | None = None, default_arch: str | None = None) -> int:
     print(f"MAD data in {args.data_path} ({len(settings)} settings)", flush=True)
     ensure_all(settings, args.data_path, jobs=max(1, args.num_workers), log=lambda m: print(m, flush=True))
     trials = make_trials(args, heaviest_first(settings))
-    from grid.run.resources import trial_resources  # noqa: PLC0415
 
     trials = batch_or_pack(trials, args, trial_resources(args.gpus_found, args.n_tasks_gpu, cpus_per_trial=1),
                            retries=max(args.max_failures, 0))

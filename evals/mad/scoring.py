@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from evals.mad.tasks import TASKS
+from grid.textable import table as render
 
 TASK_COLUMNS = tuple(t.code for t in TASKS.values())  # table columns, in mad-lab's registry order
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")
@@ -146,7 +147,6 @@ def _cell(v, digits: int) -> str:
 
 def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-markdown table of `table` (its index becomes the first column); NaN prints as '-'."""
-    from grid.textable import table as render  # noqa: PLC0415
 
     t = table.reset_index() if table.index.name is not None or not isinstance(table.index, pd.RangeIndex) else table
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from evals.mad.tasks import TASKS, get_task
+from grid.cliargs import validation_message
 
 # Resolved from this file, not the working directory (mad-lab's relative-path pitfall, spec §8.8).
 TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
@@ -142,8 +143,6 @@ def load_task_settings(task: str, config_dir: str | Path | None = None) -> list[
         try:
             return MADSetting(**fields)
         except ValidationError as exc:
-            from grid.cliargs import validation_message  # noqa: PLC0415
-
             raise ValueError(validation_message(exc, f"{task}.yaml: {where}")) from None
 
     if not isinstance(changes, dict):

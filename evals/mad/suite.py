@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from evals.mad.sweep import run_sweep_file
 from grid.keys import canonical_json, device_class_of
 
 NAME = "mad"
@@ -26,7 +27,6 @@ __all__ = ["NAME", "RUNTIME_FIELDS", "TRAINABLE", "run_file", "upgrade_row"]
 
 def run_file(path: str, argv: list[str]) -> int:
     """`python -m grid run SWEEP.yaml [flags]`: the sweep's fields as mad_eval flags, then the given flags."""
-    from evals.mad.sweep import run_sweep_file  # noqa: PLC0415
 
     return run_sweep_file(path, argv)
 

@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grid.analysis.data import NoResults, default_store
+from grid.analysis.data import NoResults, default_store, load_lm
+from grid.analysis.leaderboard import leaderboard_text
+from grid.analysis.plots import PlotsUnavailable, plot_recall, write_plots
+from grid.analysis.recall import recall_table, table_text
+from grid.analysis.scaling import coefficient_table, fit_scaling, render_table
 from grid.cliargs import StrictParser, float_range, int_range, parse
 
 
@@ -65,9 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _scaling(args) -> int:
-    from grid.analysis.data import load_lm  # noqa: PLC0415
-    from grid.analysis.scaling import coefficient_table, fit_scaling, render_table  # noqa: PLC0415
-
     if args.points < 2:
         print("error: --points must be at least 2", file=sys.stderr)
         return 2
@@ -91,8 +92,6 @@ def _scaling(args) -> int:
 
 
 def _plots(args, out) -> int:
-    from grid.analysis.plots import PlotsUnavailable, write_plots  # noqa: PLC0415
-
     try:
         paths = write_plots(args.results, out, args.grid, n_points=args.points, skip_frac=args.skip_frac)
     except PlotsUnavailable as exc:
@@ -105,16 +104,11 @@ def _plots(args, out) -> int:
 
 
 def _leaderboard(args) -> int:
-    from grid.analysis.leaderboard import leaderboard_text  # noqa: PLC0415
-
     sys.stdout.write(leaderboard_text(args.results, args.grid, markdown=args.markdown))
     return 0
 
 
 def _recall(args) -> int:
-    from grid.analysis.data import load_lm  # noqa: PLC0415
-    from grid.analysis.recall import recall_table, table_text  # noqa: PLC0415
-
     results, _ = load_lm(args.results, args.grid, curves=False)
     table = recall_table(results)
     if table.empty:
@@ -126,8 +120,6 @@ def _recall(args) -> int:
     else:
         sys.stdout.write(table_text(table, summaries_only=not args.all_settings, markdown=args.format == "markdown"))
     if args.plots:
-        from grid.analysis.plots import PlotsUnavailable, plot_recall  # noqa: PLC0415
-
         try:
             paths = plot_recall(results, args.plots, args.grid)
         except PlotsUnavailable as exc:

@@ -12,7 +12,9 @@ import pandas as pd
 
 SUITE = "lm"
 
+from grid.paths import store
 from grid.results.schema import RECALL_COLUMNS
+from grid.results.store import ResultsStore
 
 # result columns the analyses read; a store written before a column existed gets it as all-null
 RESULT_COLUMNS = [
@@ -29,8 +31,6 @@ class NoResults(LookupError):
 
 
 def default_store() -> str:
-    from grid.paths import store  # noqa: PLC0415
-
     return store()
 
 
@@ -86,7 +86,6 @@ def load_lm(store_root: str | os.PathLike[str], grid: str | None = None,
 
     Raises NoResults (with a message naming the store and grid) when there is no LM trial.
     """
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     store = ResultsStore(store_root)
     where, params = "suite = ?", [SUITE]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from grid.analysis.data import is_missing, lm_rows, load_lm, numeric
 from grid.results.schema import COPY_ACC, COPY_ACC_BEYOND, MQAR_ACC, NEEDLE_LOSS, RECALL_COLUMNS
+from grid.textable import fit, table as render, terminal_width
 
 # the recall columns (grid/lm/evals) appear only in tables where some trial has them
 TABLE_COLUMNS = ["rank", "arch", "model_id", "mixer", "hybrid", "effective_ratio", "val_loss", "val_ppl",
@@ -176,7 +177,6 @@ def _cells(table: pd.DataFrame, compact: bool) -> tuple[list[str], list[list[str
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A leaderboard table (from lm_leaderboard) as a GitHub markdown table (every column)."""
-    from grid.textable import table as render  # noqa: PLC0415
 
     cols, cells = _cells(table, compact=False)
     return render([HEADERS[c] for c in cols], cells, markdown=True, right=[c in _RIGHT for c in cols])
@@ -185,7 +185,6 @@ def to_markdown(table: pd.DataFrame) -> str:
 def to_text(table: pd.DataFrame, width: int | None = None) -> str:
     """A leaderboard table as aligned plain text: columns that say nothing left out, fitted to `width`
     (default: the terminal's)."""
-    from grid.textable import fit, table as render, terminal_width  # noqa: PLC0415
 
     cols, cells = _cells(table, compact=True)
     heads = [HEADERS[c] for c in cols]

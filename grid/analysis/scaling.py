@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from grid.analysis.data import arch_label, ensure_columns, is_missing, lm_rows, numeric
+from grid.textable import table
 
 PFLOPS_DAY = 1e15 * 86400.0  # FLOPs in one PFLOP/s-day
 N_POINTS = 64
@@ -343,7 +344,6 @@ def coefficient_table(fits: pd.DataFrame) -> pd.DataFrame:
 
 def render_table(df: pd.DataFrame, markdown: bool = False) -> str:
     """Plain aligned text (or markdown) of a frame of strings (grid/textable.py)."""
-    from grid.textable import table  # noqa: PLC0415
 
     return table([str(c) for c in df.columns], [[str(v) for v in r] for r in df.itertuples(index=False)],
                  markdown=markdown)

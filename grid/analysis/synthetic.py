@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from grid.results.store import ResultsStore
+
 CHINCHILLA = dict(E=1.69, A=406.4, a=0.34, B=410.7, b=0.28)
 SIZES = {"s1": 2e6, "s2": 8e6, "s3": 3.2e7, "s4": 1.28e8}
 
@@ -33,7 +35,6 @@ def write_synthetic_ladder(store_root: str | os.PathLike[str], archs: dict[str, 
     tokens_per_param x N tokens with 6N training FLOPs per token; seed s adds 0.01*s to the loss and
     the i-th hybrid layout 0.02*i.
     """
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     store = ResultsStore(store_root)
     archs = archs or {"gla": 1.0}

@@ -5,8 +5,11 @@ import argparse
 import json
 import sys
 
-from grid.textable import table
+from evals.mad.bench import main as mad_main
+from grid.bench.mixers import bench_mixer
 from grid.cliargs import StrictParser, int_range, parse
+from grid.env import provenance
+from grid.textable import table
 
 
 def mixers_main(argv: list[str]) -> int:
@@ -36,8 +39,6 @@ def mixers_main(argv: list[str]) -> int:
     if not torch.cuda.is_available():
         print("error: the mixer benchmark measures GPU kernels and needs a CUDA GPU", file=sys.stderr)
         return 2
-    from grid.bench.mixers import bench_mixer  # noqa: PLC0415
-    from grid.env import provenance  # noqa: PLC0415
     from grid.models.registry import all_mixers  # noqa: PLC0415
 
     names = args.mixers or [s.name for s in all_mixers() if s.fused is not None]
@@ -62,16 +63,12 @@ def mixers_main(argv: list[str]) -> int:
 
 
 def _write(path: str, rows) -> None:
-    from grid.env import provenance  # noqa: PLC0415
-
     with open(path, "w") as fh:
         json.dump({"provenance": provenance(), "rows": [r.as_dict() for r in rows]}, fh, indent=1)
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "mad":
-        from evals.mad.bench import main as mad_main  # noqa: PLC0415
-
         return mad_main(argv[1:])
     if not argv or argv[0] != "mixers":
         print("usage: python -m grid bench mixers [...] | python -m grid bench mad [...]", file=sys.stderr)

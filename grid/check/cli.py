@@ -5,8 +5,11 @@ import argparse
 import json
 import sys
 
-from grid.textable import table
+from grid.check import interpret
+from grid.check.parity import TOLERANCE, check_all
 from grid.cliargs import StrictParser, parse
+from grid.env import provenance
+from grid.textable import table
 
 BAD = {"FAIL", "ERROR"}
 
@@ -32,8 +35,6 @@ def parity_main(argv: list[str]) -> int:
 
     os.environ["LINGRID_AUTOTUNE"] = args.autotune  # read by grid.models.autotune (and recorded)
     if args.device == "cpu":
-        from grid.check import interpret  # noqa: PLC0415
-
         interpret.enable()
     elif args.device == "cuda":
         import torch  # noqa: PLC0415
@@ -42,8 +43,6 @@ def parity_main(argv: list[str]) -> int:
             print("error: no CUDA GPU visible; parity is a GPU check (use --device cpu for a tiny interpreter run)",
                   file=sys.stderr)
             return 2
-    from grid.check.parity import TOLERANCE, check_all  # noqa: PLC0415
-    from grid.env import provenance  # noqa: PLC0415
 
     shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes] if args.shapes else None
     def stream(new_rows):  # one line per row as it is measured (and JSON lines, if asked)

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from grid.check.parity import check_mixer
+from grid.env import provenance
+
 Policy = Literal["fallback", "stop", "off"]
 POLICIES: tuple[str, ...] = ("fallback", "stop", "off")
 POLICY_ENV = "LINGRID_PARITY"
@@ -65,8 +68,6 @@ def host_fingerprint(device) -> dict[str, str]:
     """What a parity result depends on besides the mixer and the shape."""
     import torch  # noqa: PLC0415
 
-    from grid.env import provenance  # noqa: PLC0415
-
     prov = provenance()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device": gpu, **{k: str(prov.get(k)) for k in ("torch", "triton", "fla", "cuda")}}
@@ -85,7 +86,6 @@ def _write_atomic(path: Path, data: dict) -> None:
 
 def check_cached(mixer: str, kwargs: dict, shape: tuple[int, int, int], dtype: str, device) -> dict:
     """The parity row of one combination on this host: from the cache, or measured now and cached."""
-    from grid.check.parity import check_mixer  # noqa: PLC0415
 
     fp = host_fingerprint(device)
     entry = {"mixer": mixer, "kwargs": kwargs, "shape": list(shape), "dtype": dtype}

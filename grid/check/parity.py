@@ -13,6 +13,8 @@ import math
 import traceback
 from dataclasses import asdict, dataclass
 
+from grid.check import interpret
+
 # documented tolerances (relative Frobenius error vs the fp32 reference)
 TOLERANCE = {"fp32": 5e-3, "bf16": 5e-2}
 # fp32 rows allow TF32-level error: fla's kernels use tl.dot, which runs TF32 on Hopper for fp32
@@ -57,7 +59,6 @@ def _run(module, x, dtype):
 
     import torch  # noqa: PLC0415
 
-    from grid.check import interpret  # noqa: PLC0415
     from grid.models.mixers._common import first  # noqa: PLC0415
 
     x = x.detach().clone().requires_grad_(True)

@@ -19,6 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from grid.data.prepare import prepare
+from grid.data.spec import parse_data_spec
+
 CACHE_ENV = "LINGRID_DATA_CACHE"
 
 
@@ -46,8 +49,6 @@ def ensure_local(spec_dump: dict[str, Any], expected_hash: str | None, verbose: 
     """The manifest of `spec_dump`'s shards in this node's cache, built there when missing.
 
     Raises ValueError when the shards built here differ from `expected_hash`."""
-    from grid.data.prepare import prepare  # noqa: PLC0415
-    from grid.data.spec import parse_data_spec  # noqa: PLC0415
 
     spec = parse_data_spec({k: v for k, v in spec_dump.items() if k != "out_dir"}, where="the trial's data spec")
     out = cache_dir(spec)

@@ -7,9 +7,11 @@ import sys
 
 from grid.cliargs import StrictParser, fail, parse
 from grid.data.manifest import DataDirError, read_manifest, summary_lines, verify
+from grid.data.prepare import PrepareError, prepare
 from grid.data.sources import SourceError
 from grid.data.spec import DataSpecError, load_data_spec
 from grid.data.tokenizer import TokenizerError
+from grid.run.outputs import OutputPathError, check_output_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,9 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     if args.cmd == "prepare":
-        from grid.data.prepare import PrepareError, prepare  # noqa: PLC0415  (show/verify stay light)
-        from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
-
         try:
             spec = load_data_spec(args.spec)
             out = args.out if args.out is not None else spec.out_dir

@@ -8,20 +8,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from grid.data.manifest import (
-    build_manifest,
-    check_existing,
-    file_sha256,
-    publish,
-    read_manifest,
-    temp_dir_for,
-    write_manifest,
-)
+from grid.data.manifest import (build_manifest, check_existing, file_sha256, publish, read_manifest, temp_dir_for,
+                                write_manifest)
 from grid.data.mixture import mix, training_corpus
 from grid.data.shards import SPLITS, ShardWriter, dtype_for_vocab
 from grid.data.sources import describe_source
 from grid.data.spec import DataSpec, load_data_spec
 from grid.data.tokenizer import build_tokenizer
+from grid.env import git_sha, package_version
 
 
 class PrepareError(RuntimeError):
@@ -61,8 +55,6 @@ class Meter:
 
 
 def _environment() -> dict[str, Any]:
-    from grid.env import git_sha, package_version  # noqa: PLC0415
-
     return {"python": platform.python_version(), "platform": platform.platform(),
             "numpy": package_version("numpy"), "tokenizers": package_version("tokenizers"),
             "transformers": package_version("transformers"), "datasets": package_version("datasets"),

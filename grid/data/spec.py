@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grid.keys import content_hash
+from grid.paths import lm_data_dir
 
 SourceKind = Literal["text_files", "jsonl", "parquet", "hf", "stdlib"]
 TokenizerKind = Literal["bytes", "bpe", "hf"]
@@ -122,8 +123,6 @@ class DataSpec(BaseModel):
         if self.val_fraction is None and self.val_tokens is None:
             self.val_fraction = 0.01
         if self.out_dir is None:
-            from grid.paths import lm_data_dir  # noqa: PLC0415
-
             self.out_dir = lm_data_dir(self.name)
         return self
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from grid.data.spec import TokenizerSpec
+from grid.env import package_version
 
 EOS_TOKEN = "<|endoftext|>"
 BPE_FILE = "tokenizer.json"
@@ -219,8 +220,6 @@ class HFTokenizer(Tokenizer):
 
 
 def _version(pkg: str) -> str | None:
-    from grid.env import package_version  # noqa: PLC0415
-
     return package_version(pkg)
 
 

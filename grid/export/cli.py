@@ -15,13 +15,14 @@ import os
 import sys
 from pathlib import Path
 
+from grid import paths
 from grid.cliargs import StrictParser
+from grid.results.schema import SchemaError, check_name
 
 
 
 def _parser() -> argparse.ArgumentParser:
     from grid.export.hf import FORMATS  # noqa: PLC0415
-    from grid import paths  # noqa: PLC0415
 
     p = StrictParser(prog="python -m grid export",
                                 description="Write a finished LM trial as a transformers model folder.")
@@ -56,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or bad arguments (2)
         return int(exc.code or 0)
-    from grid.results.schema import SchemaError, check_name  # noqa: PLC0415
 
     try:
         check_name("trial_key", args.trial_key)

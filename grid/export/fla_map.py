@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grid.models.config import ModelConfig
+from grid.models.registry import get_mixer
 
 
 class Unmappable(ValueError):
@@ -67,8 +68,6 @@ def _layer_defaults(layer_class: str) -> dict[str, Any]:
 
 
 def _layer_kwargs(name: str, cfg: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from grid.models.registry import get_mixer  # noqa: PLC0415
-
     spec = get_mixer(name)
     if spec.fla_kwargs is None:
         raise Unmappable(f"mixer {name!r} declares no fla layer kwargs")

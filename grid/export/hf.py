@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grid.data import read_manifest
 from grid.export.fla_map import Unmappable, fla_config, fla_state_dict
+from grid.export.locate import ExportError, load_trained
+from grid.export.tokenizer import hf_tokenizer
 from grid.models.config import ModelConfig
 
 FORMATS = ("auto", "fla", "lingrid")
@@ -110,9 +113,6 @@ def export_model(model_cfg: ModelConfig | dict[str, Any], state: dict[str, Any],
 def export_trial(trial_key: str, out_dir: str | Path, *, fmt: str = "auto", results: str | Path,
                  ray_tmp: str | Path, checkpoint: str | Path | None = None) -> Exported:
     """Export a finished LM trial of the store (weights of its last checkpoint, tokenizer of its data)."""
-    from grid.data import read_manifest  # noqa: PLC0415
-    from grid.export.locate import ExportError, load_trained  # noqa: PLC0415
-    from grid.export.tokenizer import hf_tokenizer  # noqa: PLC0415
 
     trained = load_trained(trial_key, results, ray_tmp, checkpoint)
     data_dir = trained.config.get("data_dir")

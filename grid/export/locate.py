@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grid.results.store import ResultsStore
 from grid.train.checkpoint import FILE_NAME
 
 SUITE = "lm"
@@ -33,7 +34,6 @@ class TrainedTrial:
 
 def trial_row(trial_key: str, results: str | Path) -> dict[str, Any]:
     """The LM row of `trial_key` (an ok row when the key is stored in several grids)."""
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     df = ResultsStore(results).query("SELECT * FROM results WHERE trial_key = ? AND suite = ?", [trial_key, SUITE])
     if df.empty:

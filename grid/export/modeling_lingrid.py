@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
+from grid.models import ModelConfig, build_model
+
 MODEL_TYPE = "lingrid"
 
 
@@ -53,7 +55,6 @@ class LingridForCausalLM(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: LingridConfig):
         super().__init__(config)
-        from grid.models import ModelConfig, build_model  # noqa: PLC0415
 
         cfg = ModelConfig.model_validate({**config.lingrid_model, "backend": config.lingrid_backend})
         self.lm = build_model(cfg)

@@ -19,7 +19,10 @@ import re
 import sys
 from pathlib import Path
 
+from grid import paths
 from grid.cliargs import StrictParser
+from grid.harness.run import HarnessError, require_lm_eval, run_lm_eval
+from grid.results.schema import LM_EVAL_SUITE, SchemaError, check_name
 
 _TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -61,7 +64,6 @@ def _device(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from grid.export.hf import FORMATS  # noqa: PLC0415
-    from grid import paths  # noqa: PLC0415
 
     p = StrictParser(prog="python -m grid eval",
                                 description="Evaluate a trained LM trial with an external harness.")
@@ -94,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or bad arguments (2)
         return int(exc.code or 0)
-    from grid.results.schema import SchemaError, check_name  # noqa: PLC0415
 
     try:
         check_name("trial_key", args.trial_key)
@@ -106,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         return _err(f"--checkpoint {args.checkpoint!r} does not exist")
     from grid.export.fla_map import Unmappable  # noqa: PLC0415
     from grid.export.locate import ExportError  # noqa: PLC0415
-    from grid.harness.run import HarnessError, require_lm_eval, run_lm_eval  # noqa: PLC0415
 
     try:
         require_lm_eval()  # fail before exporting anything
@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                            seed=args.seed)
     except (HarnessError, ExportError, Unmappable) as exc:
         return _err(str(exc))
-    from grid.results.schema import LM_EVAL_SUITE  # noqa: PLC0415
 
     print(f"stored {len(rows)} row(s) in suite {LM_EVAL_SUITE} of {args.results}:")
     skip = {"trial_key", "status", "config_json", "started_at", "finished_at", "wall_s", "git_sha", "torch", "triton",

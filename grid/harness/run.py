@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grid.env import provenance
 from grid.keys import canonical_json, content_hash, trial_key as key_of
 from grid.results.schema import LM_EVAL_SUITE, PROVENANCE_COLUMNS, SOURCE_TRIAL_KEY, lm_eval_column
+from grid.results.store import ResultsStore
 
 COPIED_COLUMNS = ("model_id", "mixer", "backend", "hybrid", "scale", "seed", "non_embedding_params")
 
@@ -61,10 +63,8 @@ def run_lm_eval(trial_key: str, tasks: list[str], *, results: str | Path, ray_tm
     lm_eval, HFLM, TaskManager = require_lm_eval()
     import torch  # noqa: PLC0415
 
-    from grid.env import provenance  # noqa: PLC0415
     from grid.export.hf import export_trial  # noqa: PLC0415
     from grid.export.locate import trial_row  # noqa: PLC0415
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     source = trial_row(trial_key, results)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,9 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from grid import paths
+from grid.analysis.leaderboard import lm_leaderboard, to_text
 from grid.check.gate import CACHE_ENV, POLICIES, POLICY_ENV
 from grid.cliargs import StrictParser, fail, int_range, parse
+from grid.data.cache import cache_dir, ensure_local
+from grid.env.profiles import ProfileError, load_profile
 from grid.keys import device_class
+from grid.lm.mfu import peak_bf16_flops
+from grid.results.store import ResultsStore
+from grid.run.outputs import OutputPathError, check_output_dir
+from grid.run.preflight import backend_problems
+from grid.run.reach import cluster_problems
+from grid.run.runner import run_trials
+from grid.textable import table
 
 REPO = paths.REPO
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
@@ -58,7 +68,6 @@ def _stored(results: str) -> tuple[set[str], set[str]]:
 
     Unreadable files are skipped and named (grid/results/scan.py); dedup is by trial_key across
     grids, as `run` does it."""
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     if not Path(results).is_dir():
         return set(), set()
@@ -82,11 +91,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     from grid.lm.gridspec import ASSUMED_MFU, PLAN_GPU, estimate, expand  # noqa: PLC0415
-    from grid.lm.mfu import peak_bf16_flops  # noqa: PLC0415
     from grid.lm.prepare_grid import data_identity  # noqa: PLC0415
-    from grid.textable import table  # noqa: PLC0415
-
-    from grid.run.preflight import backend_problems  # noqa: PLC0415
 
     try:
         spec = _load(args.grid)
@@ -152,7 +157,6 @@ def _gpu_memory_gib() -> float | None:
 
 def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> None:
     """The grid's leaderboard (grid/analysis/leaderboard.py)."""
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     if keys is not None:  # the grid's trials wherever they are stored (dedup is by trial_key across grids)
         df = ResultsStore(results).query("SELECT * FROM results WHERE suite = 'lm' AND list_contains(?, trial_key)",
@@ -163,7 +167,6 @@ def print_leaderboard(results: str, grid: str, keys: set[str] | None = None) -> 
     if not len(df):
         print("(no results)")
         return
-    from grid.analysis.leaderboard import lm_leaderboard, to_text  # noqa: PLC0415
 
     for scale, tab in lm_leaderboard(df).items():
         print(f"scale {scale}: {int((tab['status'] == 'ok').sum())} ok of {len(tab)}\n{to_text(tab)}\n")
@@ -207,8 +210,6 @@ def run_main(argv: list[str] | None = None) -> int:
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import lm_trial_specs, prepare_data  # noqa: PLC0415
 
-    from grid.run.outputs import OutputPathError, check_output_dir  # noqa: PLC0415
-
     for name in ("results", "ray_tmp_path", "data_dir"):  # `~` from a submitted job means the cluster's home
         if getattr(args, name) is not None:
             setattr(args, name, os.path.expanduser(getattr(args, name)))
@@ -218,7 +219,6 @@ def run_main(argv: list[str] | None = None) -> int:
     try:
         spec = _load(args.grid)
         if local_data:
-            from grid.data.cache import cache_dir  # noqa: PLC0415
             from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
 
             args.data_dir = str(cache_dir(grid_data_spec(spec, args.grid)))
@@ -237,7 +237,6 @@ def run_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # ConfigError from building a layer at some scale
         return fail(str(exc))
     if args.address is None:  # the embedded Ray runs the trials here: what cannot be built here never starts
-        from grid.run.preflight import backend_problems  # noqa: PLC0415
 
         problems = backend_problems(t.model for t in planned)
         if problems:
@@ -245,7 +244,6 @@ def run_main(argv: list[str] | None = None) -> int:
     print(f"grid {spec.name}: preparing data (reused when up to date)", flush=True)
     try:
         if local_data:
-            from grid.data.cache import ensure_local  # noqa: PLC0415
             from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
 
             data_spec = grid_data_spec(spec, args.grid).hashed()
@@ -283,7 +281,6 @@ def run_main(argv: list[str] | None = None) -> int:
         except GridError as exc:
             return fail(str(exc))
         if args.address is not None:  # every node reaches what the grid writes (and a shared --data-dir)
-            from grid.run.reach import cluster_problems  # noqa: PLC0415
 
             shared = {"--results": args.results, "--ray-tmp-path": args.ray_tmp_path}
             if not local_data and args.data_dir is not None:
@@ -298,8 +295,6 @@ def run_main(argv: list[str] | None = None) -> int:
             print(f"note: {n}", file=sys.stderr)
         print(f"grid {spec.name}: {len(specs)} trial(s) on {'CPU' if n_gpu == 0 else f'{n_gpu} GPU(s)'}; "
               f"results in {args.results}", flush=True)
-        from grid.results.store import ResultsStore  # noqa: PLC0415
-        from grid.run.runner import run_trials  # noqa: PLC0415
 
         summary = run_trials(specs, store=ResultsStore(args.results), experiment=f"lm-{spec.name}",
                              storage_dir=str(Path(args.ray_tmp_path).resolve()), address=args.address,
@@ -355,7 +350,6 @@ def _submit_parser() -> argparse.ArgumentParser:
 def build_job(args) -> tuple[Any, str, dict[str, Any], Any]:
     """(grid spec, entrypoint, runtime_env, env profile or None) of a submission; GridError/ProfileError/
     ValueError (one line each) for anything that would fail on the cluster."""
-    from grid.env.profiles import load_profile  # noqa: PLC0415
     from grid.lm.gridspec import GridError, expand  # noqa: PLC0415
     from grid.lm.prepare_grid import grid_data_spec  # noqa: PLC0415
 
@@ -394,7 +388,6 @@ def submit_main(argv: list[str] | None = None) -> int:
     args = parse(_submit_parser(), argv)
     if isinstance(args, int):
         return args
-    from grid.env.profiles import ProfileError  # noqa: PLC0415
     from grid.lm.gridspec import GridError  # noqa: PLC0415
 
     try:

@@ -16,12 +16,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grid.cliargs import read_mapping, validation_message
+from grid.env.profiles import load_profile
 from grid.keys import DEVICE_CLASSES, trial_key
 from grid.lm.evals.spec import EvalsSpec
 from grid.lm.mfu import peak_bf16_flops
 from grid.lm.scales import SCALES_FILE, Scale, get_scale
+from grid.models.accounting import account
 from grid.models.config import ModelConfig
 from grid.models.ffn import FFNConfig
+from grid.models.registry import get_mixer
+from grid.models.stack import build_for_counting
 from grid.run.resources import ResourceRequest
 
 SUITE = "lm"
@@ -102,8 +106,6 @@ class GridSpec(BaseModel):
         if dup:
             raise ValueError(f"architectures[].name must be unique; repeated: {dup}")
         if self.env_profile:
-            from grid.env.profiles import load_profile  # noqa: PLC0415
-
             load_profile(self.env_profile).check_architectures(a.mixer for a in self.architectures)
         return self
 
@@ -181,8 +183,6 @@ def resolve_train(recipe: Recipe, scale: Scale) -> dict[str, Any]:
 
 
 def model_for(arch: ArchSpec, hybrid, scale: Scale, vocab_size: int, recipe: Recipe) -> ModelConfig:
-    from grid.models.registry import get_mixer  # noqa: PLC0415
-
     kwargs = dict(arch.mixer_kwargs)
     attn_kwargs = {}
     if arch.mixer == "attention":
@@ -199,9 +199,6 @@ def model_for(arch: ArchSpec, hybrid, scale: Scale, vocab_size: int, recipe: Rec
 def expand(spec: GridSpec, vocab_size: int, data_hash: str, count: bool = True, device: str = "cpu") -> list[LMTrial]:
     """The explicit trial list (deterministic order: architecture, hybrid, scale, seed), planned for device
     class `device` (LMTrial.on_device moves a trial to another)."""
-    from grid.models.accounting import account  # noqa: PLC0415
-    from grid.models.registry import get_mixer  # noqa: PLC0415
-    from grid.models.stack import build_for_counting  # noqa: PLC0415
 
     trials, seen = [], set()
     if spec.evals is not None:

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from grid import paths
-from grid.lm.gridspec import SUITE, GridError, GridSpec, LMTrial
+from grid.data import prepare
+from grid.data.manifest import read_manifest
+from grid.data.shards import MANIFEST
+from grid.data.spec import DataSpecError, load_data_spec
+from grid.data.tokenizer import HFTokenizer, TokenizerError
+from grid.keys import device_class
+from grid.lm.gridspec import GridError, GridSpec, LMTrial, RUNTIME_FIELDS, SUITE
+from grid.paths import benchmark_root
+from grid.run.resources import AUTOTUNE_ENV, decide, training_memory_gib
+from grid.run.spec import Resources, Work, make_trial
 
 REPO = paths.REPO
 TRAINABLE = "grid.lm.trial:run_lm"
@@ -47,7 +56,6 @@ def data_spec_path(spec: GridSpec, grid_path: str | Path | None = None) -> Path:
 
 def grid_data_spec(spec: GridSpec, grid_path: str | Path | None = None):
     """The grid's validated DataSpec (GridError naming the bad field otherwise)."""
-    from grid.data.spec import DataSpecError, load_data_spec  # noqa: PLC0415
 
     try:
         return load_data_spec(data_spec_path(spec, grid_path))
@@ -60,7 +68,6 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
     """Vocabulary and data hash of a grid's data, without preparing it (see module docstring).
 
     `vocab_size` overrides the vocabulary when the data is not prepared (no tokenizer is loaded)."""
-    from grid.data.manifest import read_manifest  # noqa: PLC0415
 
     path = data_spec_path(spec, grid_path)
     dspec = grid_data_spec(spec, grid_path)
@@ -83,8 +90,6 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
         vocab, where = known
         note += f"; vocab {vocab} from the prepared data in {where} (same tokenizer)"
     else:
-        from grid.data.tokenizer import HFTokenizer, TokenizerError  # noqa: PLC0415
-
         try:
             vocab = HFTokenizer(tk.name_or_path).vocab_size
         except TokenizerError as exc:
@@ -95,8 +100,6 @@ def data_identity(spec: GridSpec, grid_path: str | Path | None = None, data_dir:
 
 def prepared_manifests() -> list[Path]:
     """Manifests of the data prepared on this machine (<benchmark root>/data/lm/*/manifest.json)."""
-    from grid.data.shards import MANIFEST  # noqa: PLC0415
-    from grid.paths import benchmark_root  # noqa: PLC0415
 
     return sorted((benchmark_root() / "data" / "lm").glob(f"*/{MANIFEST}"))
 
@@ -121,7 +124,6 @@ def prepared_vocab(tokenizer: dict[str, Any]) -> tuple[int, str] | None:
 def prepare_data(spec: GridSpec, grid_path: str | Path | None = None, data_dir: str | Path | None = None,
                  verbose: bool = True) -> dict[str, Any]:
     """Build or reuse the grid's token shards; returns the manifest (with "dir")."""
-    from grid.data import prepare  # noqa: PLC0415
 
     return prepare(grid_data_spec(spec, grid_path), out_dir=data_dir, verbose=verbose)
 
@@ -134,7 +136,6 @@ def columns_of(t: LMTrial, spec: GridSpec) -> dict[str, Any]:
 
 def trial_work(t: LMTrial):
     """Planned steps and tokens of an LM trial (the progress display's ETA)."""
-    from grid.run.spec import Work  # noqa: PLC0415
 
     steps = int(t.train["steps"])
     return Work(steps=steps, tokens=steps * int(t.train["batch_size"]) * int(t.train["seq_len"]))
@@ -142,7 +143,6 @@ def trial_work(t: LMTrial):
 
 def trial_memory_gib(t: LMTrial) -> float | None:
     """Estimated peak GPU memory of one LM trial (None when the trial was expanded without counts)."""
-    from grid.run.resources import training_memory_gib  # noqa: PLC0415
 
     if "total_params" not in t.counts:
         return None
@@ -161,11 +161,6 @@ def lm_trial_specs(trials: list[LMTrial], spec: GridSpec, data_dir: str | Path, 
     With `data_spec` (a DataSpec dump), each trial prepares the shards on the node it runs on
     (grid/data/cache.py) instead of reading `data_dir`: a cluster without shared storage."""
     import os  # noqa: PLC0415
-
-    from grid.keys import device_class  # noqa: PLC0415
-    from grid.lm.gridspec import RUNTIME_FIELDS  # noqa: PLC0415
-    from grid.run.resources import AUTOTUNE_ENV, decide  # noqa: PLC0415
-    from grid.run.spec import Resources, make_trial  # noqa: PLC0415
 
     res = spec.resources
     notes: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from grid.keys import device_class_of
+from grid.lm.cli import run_main
 from grid.lm.gridspec import RUNTIME_FIELDS, SUITE
 
 NAME = SUITE
@@ -17,7 +18,6 @@ __all__ = ["NAME", "RUNTIME_FIELDS", "run_file", "upgrade_row"]
 
 def run_file(path: str | None, argv: list[str]) -> int:
     """`python -m grid run GRID.yaml [flags]` (grid/lm/cli.py: run_main)."""
-    from grid.lm.cli import run_main  # noqa: PLC0415  (the CLI imports the data and model layers)
 
     return run_main(argv)
 

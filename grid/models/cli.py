@@ -4,16 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grid.textable import table
 from grid.cliargs import StrictParser, float_range, parse
+from grid.models.accounting import account
+from grid.models.config import load_model_config
+from grid.models.registry import all_mixers, fused_status, reference_status
+from grid.models.sizing import SizingError, size_to_target
+from grid.models.stack import build_for_counting
+from grid.textable import table
 
 
 def _list(_args) -> int:
     """The registry: which backends exist, which one `backend: auto` takes here, and why not the others
     (reasons as numbered notes under the table, so the table fits ~100 columns)."""
     import textwrap  # noqa: PLC0415
-
-    from grid.models.registry import all_mixers, fused_status, reference_status  # noqa: PLC0415
 
     rows, notes = [], {}
 
@@ -43,10 +46,6 @@ def _list(_args) -> int:
 
 
 def _describe(args) -> int:
-    from grid.models.accounting import account  # noqa: PLC0415
-    from grid.models.config import load_model_config  # noqa: PLC0415
-    from grid.models.stack import build_for_counting  # noqa: PLC0415
-
     cfg = load_model_config(args.config)
     acc = account(build_for_counting(cfg))
     print(f"mixer={cfg.mixer} d_model={cfg.d_model} n_layers={cfg.n_layers} vocab={cfg.vocab_size} "
@@ -65,9 +64,6 @@ def _describe(args) -> int:
 
 
 def _size(args) -> int:
-    from grid.models.config import load_model_config  # noqa: PLC0415
-    from grid.models.sizing import SizingError, size_to_target  # noqa: PLC0415
-
     cfg = load_model_config(args.config)
     try:
         res = size_to_target(cfg, int(float(args.target)), tolerance=args.tolerance, vary_depth=args.vary_depth)

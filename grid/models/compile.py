@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from grid.models.stack import Block
+
 RECOMPILE_LIMIT = 64
 
 
 def compile_model(model: nn.Module) -> list[str]:
     """Compile `model` in place; return the names of the mixers left eager (third-party kernels)."""
-    from grid.models.stack import Block  # noqa: PLC0415
 
     import torch._dynamo  # noqa: PLC0415
 

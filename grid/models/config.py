@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from grid.models.ffn import FFNConfig
 from grid.models.hybrid import HybridLayout, layout
+from grid.models.registry import get_mixer
 
 
 class ModelConfig(BaseModel):
@@ -34,15 +35,11 @@ class ModelConfig(BaseModel):
     @field_validator("mixer")
     @classmethod
     def _known_mixer(cls, v: str) -> str:
-        from grid.models.registry import get_mixer  # noqa: PLC0415
-
         get_mixer(v)  # raises with the allowed names
         return v
 
     @model_validator(mode="after")
     def _check(self):
-        from grid.models.registry import get_mixer  # noqa: PLC0415
-
         spec = get_mixer(self.mixer)
         spec.resolve_kwargs(self.mixer_kwargs, "mixer_kwargs")
         lay = self.layout()
@@ -59,13 +56,9 @@ class ModelConfig(BaseModel):
         return layout(self.hybrid, self.n_layers)
 
     def resolved_mixer_kwargs(self) -> dict[str, Any]:
-        from grid.models.registry import get_mixer  # noqa: PLC0415
-
         return get_mixer(self.mixer).resolve_kwargs(self.mixer_kwargs)
 
     def resolved_attn_kwargs(self) -> dict[str, Any]:
-        from grid.models.registry import get_mixer  # noqa: PLC0415
-
         return get_mixer("attention").resolve_kwargs(self.attn_kwargs, "attn_kwargs")
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grid.env import kernels
+from grid.models import autotune
 from grid.models.errors import BackendUnavailable, ConfigError
 
 Builder = Callable[[int, int, dict[str, Any]], Any]
@@ -134,7 +135,6 @@ def build_mixer(spec: MixerSpec, d_model: int, layer_idx: int, kwargs: dict[str,
             other = ("; backend=reference runs it in plain PyTorch" if spec.reference is not None else
                      f"; it has no reference backend ({spec.reference_unavailable or 'none'})")
             raise BackendUnavailable(f"mixer {spec.name!r}: fused backend unavailable: {reason}{other}")
-        from grid.models import autotune  # noqa: PLC0415
 
         autotune.apply()  # LINGRID_AUTOTUNE=first: one compile per kernel instead of every candidate
         return spec.fused(d_model, layer_idx, kwargs)

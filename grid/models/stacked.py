@@ -56,6 +56,8 @@ import torch.nn.functional as F
 
 from grid.models.embedding_grad import SmallVocabEmbedding, use_one_pass
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution
+from grid.models.registry import get_mixer
+from grid.models.stack import Block
 
 # the mixers whose stacked model is checked member by member against solo runs
 # (tests/test_stacked_models.py runs every one of them): stack_model refuses the others
@@ -82,7 +84,6 @@ def stackable(mixer: str, backend: str) -> bool:
         return False
     if backend == "reference":
         return True
-    from grid.models.registry import get_mixer  # noqa: PLC0415
 
     return get_mixer(mixer).fused_traceable or mixer in FLA_TWINS
 
@@ -327,7 +328,6 @@ def stack_model(solo: nn.Module, members: int) -> StackedModel:
     ids = [id(p) for _, p in solo.named_parameters(remove_duplicate=False)]
     if len(ids) != len(set(ids)):
         raise NotStackable("the model shares a parameter between modules (tied weights)")
-    from grid.models.stack import Block  # noqa: PLC0415
 
     for block in solo.modules():
         if isinstance(block, Block) and not stackable(block.kind, block.backend):
@@ -371,8 +371,6 @@ def _leaf(module: nn.Module, info: Members) -> nn.Module | None:
 
 def _with_fla_twins(model: nn.Module) -> nn.Module:
     """Replace fused mixers that are fla's own layers by their reference twins running fla's kernel."""
-    from grid.models.registry import get_mixer  # noqa: PLC0415
-    from grid.models.stack import Block  # noqa: PLC0415
 
     cfg = getattr(model, "cfg", None) or getattr(getattr(model, "encoder", None), "cfg", None)
     for i, block in enumerate(b for b in model.modules() if isinstance(b, Block)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grid.results import scan as _scan
+from grid.results.store import _keep, _stamp
 
 
 @dataclass
@@ -64,7 +65,6 @@ def check_store(root: str | os.PathLike[str]) -> CheckReport:
 
 def quarantine(root: str | os.PathLike[str]) -> CheckReport:
     """Repair what check_store finds (see the module docstring); the report lists every move."""
-    from grid.results.store import _keep, _stamp  # noqa: PLC0415
 
     root = Path(os.path.abspath(root))
     rep = check_store(root)

@@ -21,6 +21,12 @@ from pathlib import Path
 
 from grid import paths
 from grid.cliargs import StrictParser, fail, int_range, non_empty, parse
+from grid.results.check import check_store, quarantine
+from grid.results.readonly import ReadOnlyError, query_readonly
+from grid.results.rekey import rekey
+from grid.results.show import show_tables, unknown_columns
+from grid.results.store import ResultsStore
+from grid.textable import frame_text, terminal_width
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,16 +63,12 @@ def _render(df, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(df.to_json(orient="records", date_format="iso", force_ascii=False) + "\n")
         return
-    from grid.textable import frame_text, terminal_width  # noqa: PLC0415
 
     print(frame_text(df, width=terminal_width(), drop_empty=False))
     print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
 
 
 def _show(store, args) -> int:
-    from grid.results.show import show_tables, unknown_columns  # noqa: PLC0415
-    from grid.textable import terminal_width  # noqa: PLC0415
-
     df = store.df(suite=args.suite, grid=args.grid, status=args.status)
     if "finished_at" in df.columns and len(df):
         df = df.sort_values(["suite", "grid", "finished_at"], kind="stable")
@@ -98,23 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--store {args.store} {what}: give the results store directory (default: $LINGRID_STORE or "
                     f"{paths.store()})")
     if args.cmd == "check":
-        from grid.results.check import check_store, quarantine  # noqa: PLC0415
-
         report = quarantine(args.store) if args.quarantine else check_store(args.store)
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
 
     if args.cmd == "rekey":
-        from grid.results.rekey import rekey  # noqa: PLC0415
-
         report = rekey(args.store, dry_run=args.dry_run)
         print("\n".join(report.lines()))
         return 0
 
     import duckdb
-
-    from grid.results.readonly import ReadOnlyError, query_readonly
-    from grid.results.store import ResultsStore
 
     store = ResultsStore(args.store)
     try:

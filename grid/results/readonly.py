@@ -15,6 +15,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from grid.results.store import ResultsStore
+
 QUERY_TYPES = ("SELECT",)
 
 
@@ -52,8 +54,6 @@ def query_readonly(store, sql: str):
 
     ReadOnlyError for a refused statement; duckdb.Error for bad SQL or a refused file access."""
     import duckdb  # noqa: PLC0415
-
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     check_statement(sql)
     root = Path(store.root).resolve()

@@ -25,6 +25,7 @@ from typing import Any
 from grid.keys import canonical_json, trial_key
 from grid.results import scan as _scan
 from grid.results.schema import REKEYED_FROM
+from grid.results.store import ResultsStore
 from grid.run.suites import SUITES, SuiteError, get_suite
 
 
@@ -111,7 +112,6 @@ def _finished(row: dict[str, Any]):
 
 def rekey(root: str | Path, dry_run: bool = False) -> RekeyReport:
     """Re-key the store at `root` (see the module docstring); `dry_run` only reports."""
-    from grid.results.store import ResultsStore  # noqa: PLC0415
 
     report = plan_rekey(root)
     if dry_run:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from grid.textable import fmt, frame_text, is_missing
+
 # per suite, in the order shown; the first KEEP always stay when the terminal is narrow
 SHOW_COLUMNS: dict[str, tuple[str, ...]] = {
     "lm": ("trial_key", "status", "grid", "model_id", "mixer", "hybrid", "scale", "seed", "val_loss", "val_ppl",
@@ -52,7 +54,6 @@ def _without_repeats(df, cols: list[str]) -> list[str]:
 
 def _constants(df, cols: list[str]) -> dict:
     """The FACTOR columns among `cols` that hold one and the same value in every row of `df`."""
-    from grid.textable import is_missing  # noqa: PLC0415
 
     out = {}
     for c in cols:
@@ -66,7 +67,6 @@ def _constants(df, cols: list[str]) -> dict:
 def show_tables(df, *, columns: Sequence[str] | None = None, every: bool = False, width: int | None = None,
                 title: str = "") -> str:
     """The text of `show`: one table per suite of `df` (rows of the results view)."""
-    from grid.textable import fmt, frame_text  # noqa: PLC0415
 
     if not len(df):
         return f"{title}: no rows" if title else "no rows"

@@ -20,9 +20,11 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-from grid.results.schema import CURVE_PREFIX
+from grid.results.schema import CURVE_PREFIX, PROVENANCE_COLUMNS
 from grid.run.context import PROGRESS_PREFIX, PROGRESS_SOURCES
 from grid.run.ledger import STORED_FLAG
+from grid.run.progress import Board, LIVE_EVERY_S, PLAIN_EVERY_S, fmt_s, progress_mode, trial_labels
+from grid.run.spec import TrialSpec
 from grid.run.trainable import MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def spec_of(trial):
-    from grid.run.spec import TrialSpec
-
     return TrialSpec.from_json(trial.config[TRIAL_KEY][SPEC_KEY])
 
 
@@ -47,7 +47,6 @@ def _now_iso() -> str:
 
 def build_row(spec, payload: dict[str, Any], *, attempt: int | None, experiment: str | None) -> dict[str, Any]:
     """Store row = metrics, then the spec's descriptive columns (they win), then runner-owned columns."""
-    from grid.results.schema import PROVENANCE_COLUMNS
 
     row: dict[str, Any] = dict(payload.get("metrics") or {})
     row.update(spec.columns)
@@ -255,8 +254,6 @@ class ProgressCallback(Callback):
 
     def __init__(self, n_total: int, *, experiment: str = "", n_skipped: int = 0, interval_s: float | None = None,
                  stream=None, enabled: bool = True, n_runs: int | None = None, specs=None):
-        from grid.run.progress import PLAIN_EVERY_S, Board  # noqa: PLC0415
-
         self.board = Board(n_total, experiment=experiment, n_skipped=n_skipped, n_runs=n_runs, specs=specs)
         self.interval_s = PLAIN_EVERY_S if interval_s is None else interval_s
         self.stream = stream
@@ -351,8 +348,6 @@ class ProgressCallback(Callback):
 
     def mode(self) -> str:
         if self._mode is None:
-            from grid.run.progress import progress_mode  # noqa: PLC0415
-
             self._mode = progress_mode(self._out()) if self.enabled else "off"
         return self._mode
 
@@ -362,8 +357,6 @@ class ProgressCallback(Callback):
             return
         now = time.time()
         if mode == "live":
-            from grid.run.progress import LIVE_EVERY_S  # noqa: PLC0415
-
             if force or now - self._last_print >= LIVE_EVERY_S:
                 self._last_print = now
                 self._live_update()
@@ -422,8 +415,6 @@ class ProgressCallback(Callback):
 
 
 def _fmt_s(s: float) -> str:
-    from grid.run.progress import fmt_s  # noqa: PLC0415
-
     return fmt_s(s)
 
 
@@ -457,8 +448,6 @@ class TensorBoardCallback(TBXLoggerCallback):
         self.labels = dict(labels or {})
 
     def log_trial_start(self, trial):
-        from grid.run.progress import trial_labels  # noqa: PLC0415
-
         if trial in self._trial_writer:
             self._trial_writer[trial].close()
         trial.init_local_path()
@@ -498,7 +487,6 @@ class TensorBoardCallback(TBXLoggerCallback):
 
 def artefact_callbacks(specs=None) -> list:
     """progress.csv and TensorBoard loggers for an experiment of `specs` (TensorBoard only with tensorboardX)."""
-    from grid.run.progress import trial_labels  # noqa: PLC0415
 
     out: list = [ProgressCSVCallback()]
     try:

@@ -55,6 +55,7 @@ from typing import Any, Callable
 from grid.keys import content_hash
 from grid.run.context import (ProgressTracker, Segments, _clean_metrics, finish_row, import_string, result_row,
                               utcnow_iso)
+from grid.run.spec import TrialSpec, Work
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def make_pack(members: list, *, resources=None, retries: int = 0, group: str | N
     """A TrialSpec that runs `members` (TrialSpecs of one suite and grid) together in one trial;
     a member whose function raises is run again in its thread up to `retries` times. With `group`
     ("module:function") the members train together through that group function (module docstring)."""
-    from grid.run.spec import TrialSpec, Work  # noqa: PLC0415
 
     if not members:
         raise ValueError("a pack needs at least one member trial")

@@ -53,9 +53,13 @@ from typing import Any, Iterable, Sequence
 
 from grid.keys import content_hash
 from grid.results.schema import STATUSES, check_name
+from grid.run.ledger import start_ledger, stop_ledger
+from grid.run.outputs import check_output_dir
 from grid.run.pack import leaves, make_pack
 from grid.run.reaper import exit_on_signals, start_reaper
+from grid.run.resources import check_fits
 from grid.run.spec import TrialSpec
+from grid.run.trainable import lingrid_trial
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +113,6 @@ def _param_space(todo: Sequence[TrialSpec]) -> dict[str, Any]:
 
 def _trainable():
     from ray import tune
-
-    from grid.run.trainable import lingrid_trial
 
     return tune.with_resources(lingrid_trial, resources=trial_pgf)
 
@@ -261,7 +263,6 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
     if restored:
         if progress:
             print(f"[{name}] restoring experiment {path} (resume unfinished and errored trials)", file=sys.stderr, flush=True)
-        from grid.run.ledger import start_ledger  # noqa: PLC0415
 
         ledger = start_ledger(name, stored)  # its trials that the store has return without running
         tuner = tune.Tuner.restore(str(path), _trainable(), resume_unfinished=True, resume_errored=True)
@@ -294,7 +295,6 @@ def _fit(*, todo: list[TrialSpec], requested: dict[str, str], store, base: str, 
         grid = tuner.fit()
     finally:
         progress_cb.close()
-        from grid.run.ledger import stop_ledger  # noqa: PLC0415
 
         stop_ledger(ledger)
     return path, store_cb, grid, restored
@@ -337,7 +337,6 @@ def run_trials(
     if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
         raise ValueError(f"max_concurrent must be an int >= 1 or None, got {max_concurrent!r}")
     trials = _dedupe_input(trials)
-    from grid.run.outputs import check_output_dir  # noqa: PLC0415
 
     # 0. every output path before any trial starts
     check_output_dir("results store", store.root)
@@ -388,8 +387,6 @@ def _run_on_ray(*, trials, todo, todo_keys, requested, store, experiment, storag
         raise
     try:
         import ray
-
-        from grid.run.resources import check_fits
 
         cluster = ray.cluster_resources()
         for res in {t.resources for t in todo}:

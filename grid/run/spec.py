@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grid.keys import canonical_json, trial_key as key_of
+from grid.results.schema import FIXED_COLUMNS, RUNNER_COLUMNS, check_name, coerce_fixed, infer_type
 
 # store columns a trial may describe itself with (anything else belongs in config or metrics)
 DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("model_id", "mixer", "backend", "task", "setting", "lr", "wd", "seed")
@@ -94,8 +95,6 @@ class TrialSpec(BaseModel):
     @field_validator("trial_key", "suite", "grid")
     @classmethod
     def _path_safe(cls, v: str, info) -> str:
-        from grid.results.schema import check_name
-
         return check_name(info.field_name, v)
 
     @field_validator("trainable")
@@ -126,8 +125,6 @@ class TrialSpec(BaseModel):
 
     @model_validator(mode="after")
     def _columns_ok(self) -> "TrialSpec":
-        from grid.results.schema import FIXED_COLUMNS, RUNNER_COLUMNS, coerce_fixed, infer_type
-
         for name, value in self.columns.items():
             if name in RUNNER_COLUMNS:
                 raise ValueError(f"columns[{name!r}] is filled in by the runner; allowed descriptive columns include {list(DESCRIPTIVE_COLUMNS)}")

@@ -7,12 +7,14 @@ from typing import Any
 
 from grid import paths
 from grid.cliargs import StrictParser, parse
+from grid.results.store import ResultsStore
+from grid.run.runner import MANIFEST
+from grid.textable import table
 
 
 def _in_flight(ray_tmp: Path, rows: set[str]) -> list[list[Any]]:
     """Per Tune experiment dir (with a lingrid manifest): trials without a row, with and without a trial dir
     (Tune creates a trial's dir when it schedules the trial, or when it restores the experiment)."""
-    from grid.run.runner import MANIFEST  # noqa: PLC0415
 
     out = []
     if not ray_tmp.is_dir():
@@ -36,8 +38,6 @@ def status_main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     if isinstance(args, int):
         return args
-    from grid.results.store import ResultsStore  # noqa: PLC0415
-    from grid.textable import table  # noqa: PLC0415
 
     store = ResultsStore(args.results)
     df = store.query("SELECT suite, grid, status, count(*) AS n FROM results GROUP BY suite, grid, status")

@@ -20,7 +20,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from grid.cliargs import read_mapping
+from grid.cliargs import fail, read_mapping
 
 # suite name -> module implementing the contract; rekey visits them in this order (an lm-eval row names
 # the LM trial it evaluated, so LM rows are re-keyed first)
@@ -69,8 +69,6 @@ def suite_of_file(path: str | Path) -> ModuleType:
 def run_main(argv: list[str] | None = None) -> int:
     """`python -m grid run FILE [flags]`: the suite named in FILE runs it with its own flags."""
     import sys  # noqa: PLC0415
-
-    from grid.cliargs import fail  # noqa: PLC0415
 
     argv = list(sys.argv[1:] if argv is None else argv)
     path = next((a for a in argv if not a.startswith("-") and Path(a).is_file()), None)

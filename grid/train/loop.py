@@ -53,8 +53,8 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from grid.train.checkpoint import FORMAT, Checkpointer, plain, rng_state, set_rng_state
-from grid.train.graphed import EAGER_LOCK, set_lr
+from grid.train.checkpoint import Checkpointer, FORMAT, plain, rng_state, set_rng_state
+from grid.train.graphed import EAGER_LOCK, GraphedStep, set_lr
 from grid.train.task import TrainTask
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -193,7 +193,6 @@ def train(
     def new_graph():
         if not (cuda_graph and device.type == "cuda"):  # CPU runs stay eager (recorded: graph_replays 0)
             return None
-        from grid.train.graphed import GraphedStep  # noqa: PLC0415
 
         for old in graphs:
             retired["replays"] += old.replays

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from grid.data import TokenShards, load_tokenizer
 from grid.keys import canonical_json
 from grid.lm.evals.spec import EvalsSpec
-from grid.lm.evals.tasks import IGNORE, EvalSet, copy_sets, mqar_sets, needle_sets, usable_ids
+from grid.lm.evals.tasks import EvalSet, IGNORE, copy_sets, mqar_sets, needle_sets, usable_ids
 from grid.results.schema import COPY_ACC, COPY_ACC_BEYOND, EVALS_SECONDS, MQAR_ACC, NEEDLE_LOSS
 
 
@@ -44,7 +45,6 @@ def _sets_cached(spec_json: str, data_dir: str, trained_len: int) -> tuple[EvalS
 
 def build_sets(spec: EvalsSpec, data_dir: str | Path, trained_len: int) -> list[EvalSet]:
     """Every evaluation sequence of `spec` for the prepared data in `data_dir` (deterministic)."""
-    from grid.data import TokenShards, load_tokenizer  # noqa: PLC0415
 
     val = TokenShards(data_dir, "val")
     spec.check_vocab(val.vocab_size)
