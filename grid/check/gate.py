@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from grid.check.parity import check_mixer
+from grid.check import parity
 from grid.env import provenance
 
 Policy = Literal["fallback", "stop", "off"]
@@ -96,7 +96,7 @@ def check_cached(mixer: str, kwargs: dict, shape: tuple[int, int, int], dtype: s
                 return json.loads(path.read_text())["row"]
             except (OSError, ValueError, KeyError):
                 pass  # a damaged entry is measured again
-        rows = check_mixer(mixer, shapes=[shape], dtypes=(dtype,), device=str(device), kwargs=kwargs)
+        rows = parity.check_mixer(mixer, shapes=[shape], dtypes=(dtype,), device=str(device), kwargs=kwargs)
         row = rows[0].as_dict()
         _write_atomic(path, {"host": fp, "entry": entry, "row": row})
         return row
