@@ -18,6 +18,8 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+# Lazy here: pandas (optional or slow to import: only the paths that use them)
+
 DEFAULT_WIDTH = 120  # when the output is not a terminal
 MIN_CELL = 12        # a text column is never cut below this many characters to make room
 GAP = "  "

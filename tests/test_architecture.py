@@ -79,3 +79,21 @@ def test_no_import_circles():
         if m not in state:
             visit(m)
     assert not cycles, cycles
+
+
+def test_a_module_that_imports_inside_functions_says_why():
+    """Imports live at module top level; a module that keeps some inside functions (torch, ray, fla, triton on the
+    driver, optional packages, modules that import them) says which and why in one `# Lazy here:` comment.
+    grid/models/mixers/ follows the registry's own rule (fused builders import fla lazily)."""
+    silent = []
+    for top in ("grid", "evals"):
+        for p in sorted((ROOT / top).rglob("*.py")):
+            if "mixers" in p.parts:
+                continue
+            src = p.read_text()
+            lazy = any(isinstance(m, (ast.Import, ast.ImportFrom))
+                       for n in ast.walk(ast.parse(src)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for m in ast.walk(n))
+            if lazy and "Lazy here:" not in src:
+                silent.append(str(p.relative_to(ROOT)))
+    assert not silent, silent

@@ -42,6 +42,8 @@ from grid.env import provenance
 from grid.paths import data_root
 from grid.results.store import ResultsStore
 
+# Lazy here: evals.mad.run (they import torch or Ray); os (one code path)
+
 class GPUSampler:
     """Mean GPU utilisation (%) per device from `nvidia-smi` while a block runs."""
 

@@ -24,6 +24,8 @@ from grid.paths import data_root
 from evals.mad.tasks import generate_split
 from grid.cliargs import StrictParser, fail, int_range, parse
 
+# Lazy here: concurrent (one code path)
+
 SPLITS = ("train", "test")
 FILES = ("inputs.npy", "targets.npy")
 DEFAULT_ROOT = Path(data_root())  # <benchmark root>/data (grid/paths.py), whatever the working directory

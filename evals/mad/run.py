@@ -38,6 +38,8 @@ from grid.run.runner import run_trials
 from grid.run.spec import Work, make_trial
 from grid.textable import table
 
+# Lazy here: ray, torch (heavy: never at import time on the driver)
+
 LRS = (1e-4, 5e-4, 1e-3)
 WDS = (0.0, 0.1)
 

@@ -27,6 +27,8 @@ import pandas as pd
 from evals.mad.tasks import TASKS
 from grid.textable import table as render
 
+# Lazy here: evals.mad.protocols (they import torch or Ray)
+
 TASK_COLUMNS = tuple(t.code for t in TASKS.values())  # table columns, in mad-lab's registry order
 REQUIRED = ("model_id", "task", "setting", "status", "acc", "epochs")
 # columns whose values define the protocol a row was produced under; one table never mixes them

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# Lazy here: evals.mad.arch (they import torch or Ray)
+
 HERE = Path(__file__).resolve().parent
 SHIM = '''"""MAD suite for `{arch}` (layer settings: configs/mad/architectures.yaml). See evals/mad/run.py for flags."""
 import sys

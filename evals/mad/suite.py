@@ -16,6 +16,8 @@ from typing import Any
 from evals.mad.sweep import run_sweep_file
 from grid.keys import canonical_json, device_class_of
 
+# Lazy here: evals.mad.backbones, evals.mad.protocol, grid.models (they import torch or Ray); json (one code path)
+
 NAME = "mad"
 TRAINABLE = "evals.mad.protocol:run_mad"
 # the runtime block of a MAD run's config: where the data is, how it is read, CUDA graphs (bit-identical

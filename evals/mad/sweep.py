@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grid.cliargs import fail, read_mapping, validation_message
 
+# Lazy here: evals.mad.run (they import torch or Ray)
+
 
 class Sweep(BaseModel):
     """One MAD sweep: the architecture and the mad_eval flags that differ from their defaults."""

@@ -21,6 +21,8 @@ from grid.analysis.data import arch_label, is_missing, lm_rows, load_lm, numeric
 from grid.analysis.recall import BASELINE, recall_table
 from grid.analysis.scaling import N_POINTS, architecture_groups, compute_curves, fit_architecture, power_law
 
+# Lazy here: matplotlib (optional or slow to import: only the paths that use them); textwrap (one code path)
+
 DPI = 120
 
 

@@ -11,6 +11,9 @@ from grid.cliargs import StrictParser, int_range, parse
 from grid.env import provenance
 from grid.textable import table
 
+# Lazy here: torch (heavy: never at import time on the driver); grid.models, grid.models.registry (they import torch
+#   or Ray); os (one code path)
+
 
 def mixers_main(argv: list[str]) -> int:
     p = StrictParser(prog="python -m grid bench mixers",

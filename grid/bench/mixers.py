@@ -9,6 +9,9 @@ from __future__ import annotations
 import traceback
 from dataclasses import asdict, dataclass
 
+# Lazy here: torch (heavy: never at import time on the driver); grid.models, grid.models.mixers._common,
+#   grid.models.registry (they import torch or Ray)
+
 
 @dataclass
 class BenchRow:

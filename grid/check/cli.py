@@ -11,6 +11,8 @@ from grid.cliargs import StrictParser, parse
 from grid.env import provenance
 from grid.textable import table
 
+# Lazy here: torch (heavy: never at import time on the driver); os (one code path)
+
 BAD = {"FAIL", "ERROR"}
 
 

@@ -31,6 +31,9 @@ from typing import Literal
 from grid.check import parity
 from grid.env import provenance
 
+# Lazy here: torch (heavy: never at import time on the driver); grid.models.registry, grid.models.stack (they import
+#   torch or Ray)
+
 Policy = Literal["fallback", "stop", "off"]
 POLICIES: tuple[str, ...] = ("fallback", "stop", "off")
 POLICY_ENV = "LINGRID_PARITY"

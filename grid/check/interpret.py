@@ -21,6 +21,9 @@ import contextlib
 import os
 import sys
 
+# Lazy here: triton (heavy: never at import time on the driver); numpy (optional or slow to import: only the paths
+#   that use them); ast (one code path)
+
 
 def enable() -> bool:
     """Turn the interpreter on for this process. Returns False if fla was imported already."""

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 
 from grid.check import interpret
 
+# Lazy here: torch (heavy: never at import time on the driver); grid.models, grid.models.mixers._common,
+#   grid.models.registry (they import torch or Ray); contextlib (one code path)
+
 # documented tolerances (relative Frobenius error vs the fp32 reference)
 TOLERANCE = {"fp32": 5e-3, "bf16": 5e-2}
 # fp32 rows allow TF32-level error: fla's kernels use tl.dot, which runs TF32 on Hopper for fp32

@@ -13,6 +13,8 @@ from grid.data.spec import DataSpecError, load_data_spec
 from grid.data.tokenizer import TokenizerError
 from grid.run.outputs import OutputPathError, check_output_dir
 
+# Lazy here: pathlib (one code path)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="python -m grid data", description="text sources -> tokenizer -> token shards")

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+# Lazy here: torch (heavy: never at import time on the driver)
+
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from grid.data.spec import SourceSpec
 
+# Lazy here: datasets, pyarrow (optional or slow to import: only the paths that use them)
+
 # path components that mark tests or third-party code inside the stdlib tree
 _STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 

@@ -20,6 +20,9 @@ import numpy as np
 from grid.data.spec import TokenizerSpec
 from grid.env import package_version
 
+# Lazy here: huggingface_hub, tokenizers, transformers (optional or slow to import: only the paths that use them);
+#   socket, urllib (one code path)
+
 EOS_TOKEN = "<|endoftext|>"
 BPE_FILE = "tokenizer.json"
 HF_DIR = "tokenizer"

@@ -10,6 +10,8 @@ import subprocess
 from grid.env.versions import fla_version, package_version
 from grid.paths import REPO
 
+# Lazy here: torch (heavy: never at import time on the driver)
+
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:

@@ -19,6 +19,8 @@ from grid import paths
 from grid.cliargs import StrictParser
 from grid.results.schema import SchemaError, check_name
 
+# Lazy here: grid.export.fla_map, grid.export.hf, grid.export.locate (they import torch or Ray)
+
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,6 +26,8 @@ from typing import Any
 from grid.models.config import ModelConfig
 from grid.models.registry import get_mixer
 
+# Lazy here: fla (heavy: never at import time on the driver)
+
 
 class Unmappable(ValueError):
     """The model has no exact equivalent among fla's model classes; the message says why."""

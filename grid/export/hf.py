@@ -29,6 +29,9 @@ from grid.export.locate import ExportError, load_trained
 from grid.export.tokenizer import hf_tokenizer
 from grid.models.config import ModelConfig
 
+# Lazy here: fla (heavy: never at import time on the driver); safetensors (optional or slow to import: only the paths
+#   that use them); grid.export.modeling_lingrid (they import torch or Ray)
+
 FORMATS = ("auto", "fla", "lingrid")
 MODELING_FILE = Path(__file__).with_name("modeling_lingrid.py")
 WEIGHTS = "model.safetensors"

@@ -15,6 +15,9 @@ from typing import Any
 from grid.results.store import ResultsStore
 from grid.train.checkpoint import FILE_NAME
 
+# Lazy here: torch (heavy: never at import time on the driver); pandas (optional or slow to import: only the paths
+#   that use them)
+
 SUITE = "lm"
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from grid.data.tokenizer import BPE_FILE, EOS_TOKEN, HF_DIR
 
+# Lazy here: tokenizers, transformers (optional or slow to import: only the paths that use them)
+
 
 def _byte_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: PLC0415

@@ -24,6 +24,8 @@ from grid.cliargs import StrictParser
 from grid.harness.run import HarnessError, require_lm_eval, run_lm_eval
 from grid.results.schema import LM_EVAL_SUITE, SchemaError, check_name
 
+# Lazy here: grid.export.fla_map, grid.export.hf, grid.export.locate (they import torch or Ray)
+
 _TASK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 

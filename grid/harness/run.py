@@ -25,6 +25,9 @@ from grid.keys import canonical_json, content_hash, trial_key as key_of
 from grid.results.schema import LM_EVAL_SUITE, PROVENANCE_COLUMNS, SOURCE_TRIAL_KEY, lm_eval_column
 from grid.results.store import ResultsStore
 
+# Lazy here: fla, torch (heavy: never at import time on the driver); lm_eval (optional or slow to import: only the
+#   paths that use them); grid.export.hf, grid.export.locate (they import torch or Ray)
+
 COPIED_COLUMNS = ("model_id", "mixer", "backend", "hybrid", "scale", "seed", "non_embedding_params")
 
 

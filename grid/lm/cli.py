@@ -37,6 +37,9 @@ from grid.run.reach import cluster_problems
 from grid.run.runner import run_trials
 from grid.textable import table
 
+# Lazy here: ray, torch (heavy: never at import time on the driver); grid.lm.gridspec, grid.lm.prepare_grid (they
+#   import torch or Ray)
+
 REPO = paths.REPO
 # what a Ray Job's working_dir upload leaves out (runtime_env "excludes", gitignore syntax)
 SUBMIT_EXCLUDES = ["benchmark/", ".git", ".gpu-bundle*", ".whl/", "*.bundle", "*.tar.gz", ".venv/", "build/",

@@ -29,6 +29,8 @@ from typing import Any
 
 from grid.run.context import import_string
 
+# Lazy here: ray, torch (heavy: never at import time on the driver)
+
 FINAL_FILE = "final.json"  # in the last checkpoint of a finished data-parallel run: rank 0's final metrics
 
 

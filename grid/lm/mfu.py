@@ -7,6 +7,8 @@ name. Unknown GPUs and CPUs give None (no guessed denominator): the row still ha
 """
 from __future__ import annotations
 
+# Lazy here: torch (heavy: never at import time on the driver)
+
 # (substrings that must all appear in the upper-cased device name, peak FLOP/s); first match wins
 PEAK_BF16_FLOPS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("H100", "PCIE"), 756e12),   # H100 PCIe

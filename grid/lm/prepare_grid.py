@@ -30,6 +30,8 @@ from grid.paths import benchmark_root
 from grid.run.resources import AUTOTUNE_ENV, decide, training_memory_gib
 from grid.run.spec import Resources, Work, make_trial
 
+# Lazy here: json, os (one code path)
+
 REPO = paths.REPO
 TRAINABLE = "grid.lm.trial:run_lm"
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import os
 
+# Lazy here: triton (heavy: never at import time on the driver)
+
 ENV = "LINGRID_AUTOTUNE"
 MODES = ("full", "first")
 

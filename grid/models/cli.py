@@ -12,6 +12,8 @@ from grid.models.sizing import SizingError, size_to_target
 from grid.models.stack import build_for_counting
 from grid.textable import table
 
+# Lazy here: textwrap (one code path)
+
 
 def _list(_args) -> int:
     """The registry: which backends exist, which one `backend: auto` takes here, and why not the others

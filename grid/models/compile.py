@@ -20,6 +20,8 @@ import torch.nn as nn
 
 from grid.models.stack import Block
 
+# Lazy here: torch (heavy: never at import time on the driver)
+
 RECOMPILE_LIMIT = 64
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# Lazy here: triton (heavy: never at import time on the driver)
+
 SMALL_VOCAB = 256  # the largest vocabulary that takes the one-pass gradient (MAD's are 16 to 144, plus M's)
 
 

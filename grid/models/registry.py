@@ -28,6 +28,8 @@ from grid.env import kernels
 from grid.models import autotune
 from grid.models.errors import BackendUnavailable, ConfigError
 
+# Lazy here: grid (they import torch or Ray)
+
 Builder = Callable[[int, int, dict[str, Any]], Any]
 
 

@@ -12,6 +12,8 @@ from grid.models.init import init_weights
 from grid.models.mixers._common import RMSNorm, first
 from grid.models.registry import MixerSpec, build_mixer, fused_status, get_mixer, reference_status
 
+# Lazy here: torch (heavy: never at import time on the driver)
+
 
 
 class Block(nn.Module):

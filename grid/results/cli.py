@@ -28,6 +28,8 @@ from grid.results.show import show_tables, unknown_columns
 from grid.results.store import ResultsStore
 from grid.textable import frame_text, terminal_width
 
+# Lazy here: duckdb (optional or slow to import: only the paths that use them)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="python -m grid results", description="Query the parquet results store (DuckDB).")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from grid.results.store import ResultsStore
 
+# Lazy here: duckdb, pandas (optional or slow to import: only the paths that use them)
+
 QUERY_TYPES = ("SELECT",)
 
 

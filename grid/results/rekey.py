@@ -28,6 +28,8 @@ from grid.results.schema import REKEYED_FROM
 from grid.results.store import ResultsStore
 from grid.run.suites import SUITES, SuiteError, get_suite
 
+# Lazy here: pyarrow (optional or slow to import: only the paths that use them)
+
 
 @dataclass
 class Change:

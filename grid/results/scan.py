@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Lazy here: pyarrow (optional or slow to import: only the paths that use them); uuid (one code path)
+
 ROW_GLOB = "suite=*/grid=*/*.parquet"
 CURVES_DIR = "curves"
 HISTORY_DIR = "history"

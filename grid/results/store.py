@@ -35,6 +35,8 @@ from typing import Any, Iterable
 from grid.results import scan as _scan
 from grid.results.schema import DUCKDB_TYPES, FIXED_COLUMNS, SchemaError, check_name, empty_frame, row_table, rows_table
 
+# Lazy here: duckdb, pandas, pyarrow (optional or slow to import: only the paths that use them)
+
 RESULTS_GLOB = _scan.ROW_GLOB
 CURVES_DIR = _scan.CURVES_DIR
 HISTORY_DIR = _scan.HISTORY_DIR

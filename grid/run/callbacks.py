@@ -27,6 +27,8 @@ from grid.run.progress import Board, LIVE_EVERY_S, PLAIN_EVERY_S, fmt_s, progres
 from grid.run.spec import TrialSpec
 from grid.run.trainable import MEMBER_ROW_KEY, PROV_KEY, ROW_KEY, SPEC_KEY, TRIAL_KEY
 
+# Lazy here: rich (optional or slow to import: only the paths that use them)
+
 log = logging.getLogger(__name__)
 
 # intermediate reports with metrics named "curve/<column>" (CURVE_PREFIX) are curve points: on completion

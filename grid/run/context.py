@@ -39,6 +39,8 @@ from typing import Any, Callable
 
 from grid.results.schema import CURVE_PREFIX, RUNNER_COLUMNS, infer_type
 
+# Lazy here: ray (heavy: never at import time on the driver); traceback (one code path)
+
 # The progress block: every report to Tune carries exactly these keys (None until known), from the
 # first report on, so progress.csv, TensorBoard and the progress display see one fixed set. The
 # values come from what the trial function reports, by these names (a "curve/" prefix counts too);

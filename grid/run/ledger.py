@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+# Lazy here: ray (heavy: never at import time on the driver)
+
 NAMESPACE = "lingrid"
 PREFIX = "lingrid-ledger:"
 STORED_FLAG = "already_stored"  # in a row payload: the store had this trial; nothing to write

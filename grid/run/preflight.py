@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+# Lazy here: grid.models.errors, grid.models.registry, grid.models.stack (they import torch or Ray)
+
 
 def _layer_mixers(model: Any) -> set[str]:
     """The registry names of the mixers a model config builds (a hybrid adds softmax attention)."""

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+# Lazy here: rich (optional or slow to import: only the paths that use them)
+
 MODE_ENV = "LINGRID_PROGRESS"
 MODES = ("auto", "live", "plain", "off")
 PLAIN_EVERY_S = 30.0  # plain lines (logs, CI): one every this often, plus one per finished trial

@@ -16,6 +16,8 @@ import os
 import uuid
 from pathlib import Path
 
+# Lazy here: ray (heavy: never at import time on the driver); socket (one code path)
+
 TOKEN_PREFIX = ".lingrid-reach-"
 
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+# Lazy here: threading (one code path)
+
 POLL_S = 0.5
 
 

@@ -61,6 +61,8 @@ from grid.run.resources import check_fits
 from grid.run.spec import TrialSpec
 from grid.run.trainable import lingrid_trial
 
+# Lazy here: ray (heavy: never at import time on the driver); grid.run.callbacks (they import torch or Ray)
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "lingrid_manifest.json"

@@ -22,6 +22,8 @@ from types import ModuleType
 
 from grid.cliargs import fail, read_mapping
 
+# Lazy here: grid.lm.suite (they import torch or Ray); sys (one code path)
+
 # suite name -> module implementing the contract; rekey visits them in this order (an lm-eval row names
 # the LM trial it evaluated, so LM rows are re-keyed first)
 SUITES: dict[str, str] = {

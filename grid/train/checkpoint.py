@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+# Lazy here: copy (one code path)
+
 FORMAT = 1
 FILE_NAME = "train_state.pt"
 
