@@ -193,3 +193,12 @@ def test_compile_is_part_of_the_trial_and_stays_eager_on_cpu(data, tmp_path):
     assert eager["recipe"]["compile"] is False and compiled["recipe"]["compile"] is True
     out = run_lm(compiled, FakeCtx(tmp_path))
     assert out["status"] == "ok" and out["compiled"] is False  # CPU: no torch.compile, recorded as such
+
+
+def test_a_trial_planned_for_a_gpu_refuses_to_train_on_a_cpu(data):
+    """The device class is part of the trial_key: a 'cuda' trial that lands on a CPU must not write a CPU row
+    under its key (that row would make the GPU run count as done). Not retried: another attempt cannot fix it."""
+    from grid.run.context import PermanentError
+
+    with pytest.raises(PermanentError, match="planned for device class 'cuda'"):
+        run_lm({**_config(data), "device": "cuda"}, None)

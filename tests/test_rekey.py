@@ -92,3 +92,21 @@ def test_a_row_made_under_another_architecture_entry_keeps_its_key(store, monkey
     out = capsys.readouterr().out
     assert "re-keyed 1 row(s)" in out and out.count("left mad/") == 2 and "earlier entry" in out
     assert set(ResultsStore(store).trial_keys(suite="mad")) == OLD_KEYS["mad"]
+
+
+def test_an_lm_eval_row_follows_its_lm_trial_to_the_new_key(store, capsys):
+    """grid/harness/suite.py: the evaluation row's source_trial_key (column and config) names the LM trial's new key."""
+    from grid.keys import canonical_json, trial_key
+    from grid.results.schema import LM_EVAL_SUITE, SOURCE_TRIAL_KEY
+
+    config = {"suite": LM_EVAL_SUITE, SOURCE_TRIAL_KEY: "a9dc37542c66f5e8", "task": "lambada", "seed": 0}
+    ResultsStore(store).write_row({"trial_key": trial_key(LM_EVAL_SUITE, config), "status": "ok", "task": "lambada",
+                                   "config_json": canonical_json(config), SOURCE_TRIAL_KEY: "a9dc37542c66f5e8"},
+                                  suite=LM_EVAL_SUITE, grid="tiny")
+    assert results_main(["rekey", "--store", str(store)]) == 0
+    assert "re-keyed 4 row(s)" in capsys.readouterr().out
+    rs = ResultsStore(store)
+    (lm_key,) = rs.trial_keys(suite="lm")
+    ev = rs.df(suite=LM_EVAL_SUITE)
+    assert ev[SOURCE_TRIAL_KEY].tolist() == [lm_key] and json.loads(ev["config_json"][0])[SOURCE_TRIAL_KEY] == lm_key
+    assert ev["trial_key"].tolist() == [trial_key(LM_EVAL_SUITE, {**config, SOURCE_TRIAL_KEY: lm_key})]
