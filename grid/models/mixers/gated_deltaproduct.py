@@ -17,7 +17,7 @@ fla quirk: its chunk kernel refuses fp32 activations (train under bf16/fp16 auto
 from __future__ import annotations
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.gated_deltanet import auto_head_dim, auto_heads
+from grid.models.mixers._heads import auto_head_dim, auto_heads
 from grid.models.registry import MixerSpec, register
 
 

@@ -15,7 +15,7 @@ norm_eps says, so there is no norm_eps knob.
 from __future__ import annotations
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.hgrn2 import heads_and_ratio
+from grid.models.mixers._heads import heads_and_ratio
 from grid.models.registry import MixerSpec, register
 
 
