@@ -28,6 +28,9 @@ from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, 
 from grid.models.mixers._recurrences import delta_rule_chunked, delta_rule_recurrent  # noqa: F401
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 DEFAULT_HEAD_DIM = 128  # flame delta_net_340M / _1B: 1024/8 and 2048/16
 
 

@@ -32,6 +32,9 @@ from grid.models.mixers._heads import auto_head_dim, auto_heads
 from grid.models.mixers._recurrences import delta_rule_chunked
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def init_decay_params(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """fla's GatedDeltaNet/GatedDeltaProduct init: A_log = log U(0, 16); dt_bias = softplus^-1(dt),

@@ -30,6 +30,9 @@ from grid.models.mixers._recurrences import gla_chunked
 from grid.models.mixers.gla_ops import gla_chunk
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 # --------------------------------------------------------------------------------------------------
 # the reference layer

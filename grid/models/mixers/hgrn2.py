@@ -28,6 +28,9 @@ from grid.models.mixers._heads import heads_and_ratio
 from grid.models.mixers._recurrences import gla_chunked
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 FLA_RMS_NORM_LINEAR_EPS = 1e-5  # eps fla's rms_norm_linear uses in HGRN2Attention.forward
 
 

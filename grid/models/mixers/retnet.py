@@ -26,6 +26,9 @@ from grid.models.mixers._linear_attention import (LinearAttentionBase, activatio
 from grid.models.mixers._recurrences import gla_chunked
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:
     """log gamma_h = log(1 - 2^(-5 - h)), h = 0 .. num_heads-1 (fla's chunk_retention)."""
