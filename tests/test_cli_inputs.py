@@ -40,7 +40,7 @@ def _entry_points():
     out += [("evals.mad", mad_main, []), ("evals.mad.data", mad_data, []),
             ("mad_eval_<arch>", lambda argv: mad_run(argv, default_arch="gla"), []),
             ("mad run (no default arch)", mad_run, [])]
-    for path in [ROOT / "scripts" / "lm_vs_mixer_bench.py", *sorted((ROOT / "scripts" / "gpu").glob("*.py"))]:
+    for path in sorted((ROOT / "scripts").rglob("*.py")):
         if "def main(" not in path.read_text():
             continue
         spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)

@@ -18,6 +18,8 @@ from grid.models.errors import ConfigError
 from grid.models.mixers._common import ROPE_TABLE_POSITIONS, RMSNorm, rope_table, rotary
 from grid.models.registry import MixerSpec, register
 
+# lazy: flash_attn is optional (a GPU extra): imported where it runs, after _flash_ok found it installed
+
 
 def default_heads(d_model: int) -> int:
     return max(1, d_model // 64)

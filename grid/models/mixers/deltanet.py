@@ -4,8 +4,8 @@ State S (per head, [d_k, d_v]) is updated by "erase what k points at, then write
     S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,      o_t = S_t^T (q_t / sqrt(d_k)).
 fused = fla's `DeltaNet` layer; reference = `DeltaNetRef` below (same parameter names and shapes), which
 runs the recurrence in the chunked WY form (chunk 64, one triangular solve per chunk, a python loop over
-chunks only). `delta_rule_chunked` is shared with the gated variants (gated_deltanet.py), which add a
-per-token scalar decay exp(g_t) in front of S_{t-1}.
+chunks only): `delta_rule_chunked` in _recurrences.py, shared with the gated variant (gated_deltanet.py),
+which adds a per-token scalar decay exp(g_t) in front of S_{t-1}.
 
 Defaults follow flame's delta_net_340M/1B configs (head_dim 128, i.e. 8 heads at d=1024 and 16 at d=2048;
 short conv 4; SiLU q/k activation; L2 q/k norm; beta on; output RMSNorm; no output gate) and the norm eps
@@ -24,87 +24,19 @@ import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, l2norm
+# delta_rule_recurrent (the token-by-token oracle) stays importable from here, where tests look for it
+from grid.models.mixers._recurrences import delta_rule_chunked, delta_rule_recurrent  # noqa: F401
 from grid.models.registry import MixerSpec, register
 
-CHUNK = 64
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 DEFAULT_HEAD_DIM = 128  # flame delta_net_340M / _1B: 1024/8 and 2048/16
 
 
 # --------------------------------------------------------------------------------------------------
-# the shared recurrence
+# q/k feature maps
 # --------------------------------------------------------------------------------------------------
-
-def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                       g: torch.Tensor | None = None, scale: float | None = None,
-                       chunk_size: int = CHUNK) -> torch.Tensor:
-    """(Gated) delta rule, chunked; fp32 math, returns o in v's dtype.
-
-    q, k: [B, T, H, K]; v: [B, T, H, V]; beta: [B, T, H]; g: [B, T, H] log-decay (<= 0) or None.
-    Per head: S_t = exp(g_t) (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T, o_t = scale * S_t^T q_t, S_0 = 0.
-
-    Within a chunk with cumulative log-decay G (G_i = g_1 + ... + g_i) the state is
-    S_i = e^{G_i} S_0 + sum_{j<=i} e^{G_i - G_j} k_j u_j^T, where the pseudo-values u solve the unit
-    lower-triangular system (I + A) U = beta * (V - e^G K S_0), A_ij = beta_i e^{G_i - G_j} k_i.k_j (j < i).
-    """
-    B, T, H, K = k.shape
-    V = v.shape[-1]
-    out_dtype = v.dtype
-    scale = K ** -0.5 if scale is None else scale
-    C = chunk_size
-    N = max(1, math.ceil(T / C))
-    pad = N * C - T
-
-    def prep(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, ...] -> [B, H, N, C, ...] fp32, zero-padded
-        x = x.float().transpose(1, 2)
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
-        return x.reshape(B, H, N, C, *x.shape[3:])
-
-    q, k, v, beta = prep(q), prep(k), prep(v), prep(beta)  # padded steps: k = v = beta = 0 (no effect)
-    G = prep(g).cumsum(-1) if g is not None else torch.zeros_like(beta)
-    idx = torch.arange(C, device=k.device)
-    strict = idx[:, None] > idx[None, :]
-    causal = idx[:, None] >= idx[None, :]
-    diff = G[..., :, None] - G[..., None, :]  # G_i - G_j
-    decay_strict = diff.masked_fill(~strict, float("-inf")).exp()
-    decay_causal = diff.masked_fill(~causal, float("-inf")).exp()
-
-    A = beta[..., :, None] * (k @ k.transpose(-1, -2)) * decay_strict  # strictly lower
-    eye = torch.eye(C, device=k.device, dtype=k.dtype)
-    rhs = torch.cat([beta[..., None] * v, beta[..., None] * G.exp()[..., None] * k], dim=-1)
-    sol = torch.linalg.solve_triangular(A + eye, rhs, upper=False, unitriangular=True)
-    u0, w = sol[..., :V], sol[..., V:]  # U = u0 - w @ S_0
-
-    qk = (q @ k.transpose(-1, -2)) * decay_causal * scale  # [B, H, N, C, C]
-    q_dec = q * (G.exp()[..., None] * scale)
-    G_last = G[..., -1:]  # [B, H, N, 1]
-    k_dec = k * (G_last - G).exp()[..., None]  # e^{G_C - G_j} k_j
-
-    S = q.new_zeros(B, H, K, V)
-    outs = []
-    for n in range(N):
-        u = u0[:, :, n] - w[:, :, n] @ S
-        outs.append(q_dec[:, :, n] @ S + qk[:, :, n] @ u)
-        S = G_last[:, :, n, :, None].exp() * S + k_dec[:, :, n].transpose(-1, -2) @ u
-    o = torch.stack(outs, dim=2).reshape(B, H, N * C, V)[:, :, :T]
-    return o.transpose(1, 2).to(out_dtype)
-
-
-def delta_rule_recurrent(q, k, v, beta, g=None, scale=None) -> torch.Tensor:
-    """Token-by-token form of `delta_rule_chunked` (same arguments); slow, for tests."""
-    B, T, H, K = k.shape
-    scale = K ** -0.5 if scale is None else scale
-    S = q.new_zeros(B, H, K, v.shape[-1], dtype=torch.float32)
-    outs = []
-    for t in range(T):
-        qt, kt, vt, bt = q[:, t].float(), k[:, t].float(), v[:, t].float(), beta[:, t].float()
-        if g is not None:
-            S = S * g[:, t].float().exp()[..., None, None]
-        err = vt - torch.einsum("bhk,bhkv->bhv", kt, S)
-        S = S + torch.einsum("bhk,bhv->bhkv", kt, bt[..., None] * err)
-        outs.append(torch.einsum("bhk,bhkv->bhv", qt * scale, S))
-    return torch.stack(outs, dim=1).to(v.dtype)
-
 
 def sum_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x / max(||x||_1, eps) over the last dim (fla's `sum_norm`)."""

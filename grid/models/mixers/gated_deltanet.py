@@ -4,14 +4,16 @@ data-dependent scalar decay per head and token.
     alpha_t = exp(g_t),  g_t = -exp(A_log) * softplus(a_proj(x_t) + dt_bias)
     S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T q_t / sqrt(d_k)
 then a per-head RMSNorm gated by SiLU(g_proj(x)) and o_proj. fused = fla's `GatedDeltaNet`; reference =
-`GatedDeltaNetRef` (same parameter names/shapes; chunked recurrence from deltanet.py). A_log and dt_bias are
-initialised as fla does (A ~ U(0, 16); dt log-uniform in [1e-3, 0.1], stored as inverse softplus).
+`GatedDeltaNetRef` (same parameter names/shapes; the chunked delta rule of _recurrences.py, DeltaNet's
+too). A_log and dt_bias are initialised as fla does (A ~ U(0, 16); dt log-uniform in [1e-3, 0.1], stored
+as inverse softplus).
 
 Default width (deviation from fla/flame, on purpose): flame's gated_deltanet_340M/1B use 6 heads x head_dim
 256 with expand_v 2, which makes the mixer ~6*d^2 at d=2048 and 12*d^2 at d=1024 (~40% more model than its
 siblings; studies.md A.4). For an iso-parameter default we keep expand_v = 1 and choose
   head_dim  = d_model/8 rounded to a power of two, clamped to [64, 256]  (256 at d=2048: flame's head shape)
   num_heads = the count whose mixer weights come closest to 4*d^2       (6 at d=1024 and at d=2048)
+(`auto_head_dim`, `auto_heads` in _heads.py, shared with gated_deltaproduct.py)
 i.e. 6 x 128 at d=1024 (3.75*d^2 + small) and 6 x 256 at d=2048. Pass head_dim / num_heads / expand_v to
 replicate flame exactly, or let iso-parameter sizing (`size_knobs`) adjust them.
 The norm eps is the one fla's model passes (config.norm_eps = 1e-6; the bare layer's default is 1e-5).
@@ -26,18 +28,12 @@ import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution, l2norm
-from grid.models.mixers.deltanet import delta_rule_chunked
+from grid.models.mixers._heads import auto_head_dim, auto_heads
+from grid.models.mixers._recurrences import delta_rule_chunked
 from grid.models.registry import MixerSpec, register
 
-
-def auto_head_dim(d_model: int) -> int:
-    """d_model/8 rounded to a power of two, within [64, 256]."""
-    return int(min(256, max(64, 2 ** round(math.log2(max(d_model, 1) / 8)))))
-
-
-def auto_heads(d_model: int, head_dim: int, weights_per_key_width: float) -> int:
-    """Heads whose mixer weight count (weights_per_key_width * d_model * H * head_dim) is closest to 4*d^2."""
-    return max(1, round(4 * d_model / (weights_per_key_width * head_dim)))
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 def init_decay_params(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,8 +17,11 @@ fla quirk: its chunk kernel refuses fp32 activations (train under bf16/fp16 auto
 from __future__ import annotations
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.gated_deltanet import auto_head_dim, auto_heads
+from grid.models.mixers._heads import auto_head_dim, auto_heads
 from grid.models.registry import MixerSpec, register
+
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 def _resolve(d: int, kw: dict) -> dict:

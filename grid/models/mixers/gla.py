@@ -8,8 +8,8 @@ followed by a per-head RMSNorm, a SiLU output gate (g_proj) and o_proj.
 fused = `GLAFla`: fla's `GatedLinearAttention` training forward rebuilt around fla's kernels
 (chunk_gla; fused_recurrent_gla for T <= 64, as fla's layer switches), so torch.compile can fuse the
 rest; reference = `GLARef` below. All three have the same parameter names and shapes.
-`gla_chunked` (the chunked recurrence with a per-channel or per-head log-decay) is shared with
-retnet.py (scalar decay gamma) and hgrn2.py (k = 1 - a).
+Shared with other families, and therefore not here: the recurrence `gla_chunked` (_recurrences.py), the
+layer skeleton `LinearAttentionBase` it shares with RetNet (_linear_attention.py), head sizing (_heads.py).
 
 Defaults follow fla's layer and flame's gla_340M config (4 heads, expand_k 0.5, expand_v 1, gate
 low rank 16, normaliser 16, no short conv, swish output gate fused into the norm); norm_eps is the
@@ -17,160 +17,26 @@ value fla's GLA *model* passes (1e-6; the bare layer's default is 1e-5).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
-from grid.models.mixers._common import RMSNorm, RMSNormGated, ShortConvolution
+from grid.models.mixers._common import RMSNormGated
+from grid.models.mixers._heads import check_dims, head_dims
+from grid.models.mixers._linear_attention import (LinearAttentionBase, activation, matrix_state, output_norm_gate,
+                                                  repeat_kv)
+from grid.models.mixers._recurrences import gla_chunked
 from grid.models.mixers.gla_ops import gla_chunk
 from grid.models.registry import MixerSpec, register
 
-CHUNK = 16  # intra-chunk decays are materialised as [C, C, d_k]: 16 is the fastest and leanest on CPU
-
-# --------------------------------------------------------------------------------------------------
-# shared pieces
-# --------------------------------------------------------------------------------------------------
-
-# activations for feature maps / output gates on which fla's ACT2FN and transformers' ACT2FN agree
-_ACTS = {
-    "relu": F.relu,
-    "sigmoid": torch.sigmoid,
-    "silu": F.silu,
-    "swish": F.silu,
-}
-
-
-def activation(name: str | None, field: str):
-    """The activation called `name` (None = identity); ConfigError for names we do not mirror."""
-    if name is None:
-        return None
-    if name not in _ACTS:
-        raise ConfigError(field, name, ["null", *_ACTS])
-    return _ACTS[name]
-
-
-def gla_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
-                scale: float | None = None, chunk_size: int = CHUNK) -> torch.Tensor:
-    """Gated linear attention, chunked; fp32 math, returns o in v's dtype.
-
-    q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H, K] (per-channel) or [B, T, H, 1] (per-head)
-    natural-log decay (<= 0). Per head: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = scale * S_t^T q_t.
-
-    Inside a chunk with cumulative decay b_i = g_1 + ... + g_i, o_i = sum_{j<=i} (q_i . e^{b_i - b_j} k_j) v_j
-    + (q_i e^{b_i})^T S_0; every exponent is <= 0 (pairwise decays are formed explicitly, never as
-    e^{b_i} e^{-b_j}), so the form is stable for any gate strength. States pass between chunks in a
-    python loop of elementwise ops only. Autocast is switched off inside: the math stays fp32 (like the
-    fp32 accumulators of fla's kernels) also when the model trains under bf16 autocast.
-    """
-    with torch.autocast(q.device.type, enabled=False):
-        return _gla_chunked(q, k, v, g, scale, chunk_size)
-
-
-def _gla_chunked(q, k, v, g, scale, chunk_size):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else scale
-    C = chunk_size
-    N = max(1, math.ceil(T / C))
-    pad = N * C - T
-
-    def prep(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, D] -> [B, H, N, C, D] fp32, zero-padded
-        x = x.float().transpose(1, 2)
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad))
-        return x.reshape(B, H, N, C, x.shape[-1])
-
-    q, k, vv, g = prep(q) * scale, prep(k), prep(v), prep(g)
-    b = g.cumsum(-2)  # [B, H, N, C, K or 1]
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    diff = b[..., :, None, :] - b[..., None, :, :]  # [B, H, N, C(i), C(j), K or 1]: b_i - b_j
-    decay = diff.masked_fill(~causal[..., None], float("-inf")).exp()
-    if g.shape[-1] == 1:
-        A = (q @ k.transpose(-1, -2)) * decay[..., 0]
-    else:
-        A = torch.einsum("bhnik,bhnjk,bhnijk->bhnij", q, k, decay)
-    o = A @ vv
-    b_last = b[..., -1:, :]
-    U = (k * (b_last - b).exp()).transpose(-1, -2) @ vv  # [B, H, N, K, V]: what each chunk writes
-    D = b_last.exp().squeeze(-2)  # [B, H, N, K or 1]: how much each chunk keeps
-    S = q.new_zeros(B, H, K, V)
-    starts = []
-    for n in range(N):
-        starts.append(S)
-        S = D[:, :, n, :, None] * S + U[:, :, n]
-    o = o + (q * b.exp()) @ torch.stack(starts, 2)
-    return o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2).to(v.dtype)
-
-
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[B, T, Hkv, D] -> [B, T, Hkv * groups, D], each kv head repeated `groups` times in a row (fla's GQA)."""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=2)
-
-
-def check_dims(d: int, kw: dict, heads: int, kv_heads: int | None) -> tuple[int, int]:
-    """key_dim, value_dim for expand_k / expand_v; ConfigError where fla would assert."""
-    kv_heads = kv_heads or heads
-    if heads < 1 or heads % kv_heads:
-        raise ConfigError("num_kv_heads", kv_heads, f"divisors of num_heads={heads}")
-    dims = []
-    for name in ("expand_k", "expand_v"):
-        dim = d * kw[name]
-        if not math.isclose(dim, round(dim)) or round(dim) % heads or round(dim) < heads:
-            raise ConfigError(name, kw[name], f"values with d_model*{name} an integer divisible by num_heads={heads}")
-        dims.append(round(dim))
-    return dims[0], dims[1]
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 # --------------------------------------------------------------------------------------------------
 # the reference layer
 # --------------------------------------------------------------------------------------------------
-
-class LinearAttentionBase(nn.Module):
-    """What fla's GatedLinearAttention and MultiScaleRetention layers share: q/k/v (GQA-grouped k/v),
-    optional short convs, the output gate and the per-head output norm (fused swish gate or not)."""
-
-    def __init__(self, hidden_size: int, expand_k: float, expand_v: float, num_heads: int, num_kv_heads: int | None,
-                 feature_map: str | None, use_short_conv: bool, conv_size: int, conv_bias: bool,
-                 use_output_gate: bool, gate_fn: str, elementwise_affine: bool, norm_eps: float, fuse_norm: bool,
-                 layer_idx: int | None):
-        super().__init__()
-        self.hidden_size, self.layer_idx = hidden_size, layer_idx
-        self.num_heads = num_heads
-        self.num_kv_heads = num_kv_heads or num_heads
-        self.num_kv_groups = num_heads // self.num_kv_heads
-        self.feature_map_fn = activation(feature_map, "feature_map")
-        self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
-        self.key_dim, self.value_dim = round(hidden_size * expand_k), round(hidden_size * expand_v)
-        self.key_dim_per_group = self.key_dim // self.num_kv_groups
-        self.value_dim_per_group = self.value_dim // self.num_kv_groups
-        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
-
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
-        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
-        if self.fuse_norm_and_gate:
-            self.g_norm_swish_gate = RMSNormGated(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-        else:
-            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-            self.gate_fn = activation(gate_fn, "gate_fn")
-
-    def project_qkv(self, x: torch.Tensor):
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
-        return q, k, v
-
 
 class GLARef(LinearAttentionBase):
     """Plain-PyTorch twin of fla.layers.GatedLinearAttention (training forward: no cache/mask/varlen)."""
@@ -284,18 +150,6 @@ class GLAFla(GLARef):
         return fla_gla(q, k, v, gk)
 
 
-def output_norm_gate(layer: nn.Module, o: torch.Tensor, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-    """fla's GLA/RetNet output block on o [B, T, H, Dv]: per-head RMSNorm and the output gate g_proj(x)
-    (or `g`, where the caller projected it already)."""
-    B, T = o.shape[:2]
-    if layer.use_output_gate:
-        g = layer.g_proj(x) if g is None else g
-        if layer.fuse_norm_and_gate:
-            return layer.g_norm_swish_gate(o, g.view(B, T, layer.num_heads, layer.head_v_dim)).reshape(B, T, -1)
-        return layer.g_norm(o).reshape(B, T, -1) * layer.gate_fn(g)
-    return layer.g_norm(o).reshape(B, T, -1)
-
-
 # --------------------------------------------------------------------------------------------------
 # registry entry
 # --------------------------------------------------------------------------------------------------
@@ -310,29 +164,12 @@ def _resolve(d: int, kw: dict) -> dict:
     return kw
 
 
-def head_dims(d: int, kw: dict) -> tuple[int, int, int]:
-    """(heads, head key dim, head value dim) of a multi-head linear-attention layer (GLA, RetNet)."""
-    h = kw["num_heads"]
-    key_dim, value_dim = check_dims(d, kw, h, kw["num_kv_heads"])
-    return h, key_dim // h, value_dim // h
-
-
 def _reference(d: int, layer_idx: int, kw: dict) -> GLARef:
     return GLARef(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
 
 
 def _fused(d: int, layer_idx: int, kw: dict) -> GLAFla:
     return GLAFla(hidden_size=d, layer_idx=layer_idx, **_resolve(d, kw))
-
-
-def matrix_state(d: int, kw: dict, context: int) -> int:
-    """Matrix state H*dk*dv (per query head) plus the short-conv caches (conv_size-1 inputs of q, k, v)."""
-    h, dk, dv = head_dims(d, kw)
-    conv = 0
-    if kw["use_short_conv"]:
-        groups = h // (kw["num_kv_heads"] or h)
-        conv = (kw["conv_size"] - 1) * (h * dk + (h * dk + h * dv) // groups)
-    return h * dk * dv + conv
 
 
 def _flops(d: int, kw: dict, context: int) -> float:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import torch
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def chunk_size(seq_len: int) -> int:
     """fla's choice in ChunkGLAFunction.forward: the next power of two of T, within [16, 64]."""

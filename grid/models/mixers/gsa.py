@@ -19,6 +19,9 @@ import math
 from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def _dims(d: int, kw: dict) -> tuple[int, int, int, int, int]:
     """(heads, kv heads, head_k_dim, head_v_dim, slots); ConfigError where fla would assert or break."""

@@ -24,6 +24,9 @@ from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNormGated, ShortConvolution
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def linear_scan(a: torch.Tensor, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """h_t = a_t * h_{t-1} + x_t along `dim` with h_{-1} = 0, as an inclusive Hillis-Steele scan.

@@ -6,10 +6,12 @@ GLA with the key tied to the forget gate: per head (forget width = expand_ratio,
 then one RMSNorm over all heads and o_proj.
 
 fused = fla's `HGRN2Attention` (mode='chunk'; fla runs its fused-recurrent kernel for T <= 64, same
-function); reference = `HGRN2Ref` below, same parameter names and shapes, recurrence by gla.gla_chunked.
+function); reference = `HGRN2Ref` below, same parameter names and shapes, recurrence by `gla_chunked`
+(_recurrences.py).
 
 Heads: fla takes either expand_ratio (then num_heads = d // expand_ratio) or num_heads (then
-expand_ratio = d // num_heads). With both null this entry uses flame's rule, head forget width 128:
+expand_ratio = d // num_heads). With both null this entry uses flame's rule, head forget width 128
+(`heads_and_ratio` in _heads.py, shared with LightNet):
 num_heads = max(1, d // 128) (hgrn2_340M: 8 heads x 128 at d=1024), which also works below d=128.
 fla quirk mirrored here: the output RMSNorm is applied by `rms_norm_linear` with its default eps 1e-5,
 whatever norm_eps the layer was built with, so this entry has no norm_eps knob. Not modelled (by
@@ -21,31 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grid.models.errors import ConfigError
 from grid.models.mixers._common import RMSNorm, ShortConvolution
-from grid.models.mixers.gla import gla_chunked
+from grid.models.mixers._heads import heads_and_ratio
+from grid.models.mixers._recurrences import gla_chunked
 from grid.models.registry import MixerSpec, register
 
-DEFAULT_HEAD_F_DIM = 128  # flame hgrn2_340M: expand_ratio 128
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 FLA_RMS_NORM_LINEAR_EPS = 1e-5  # eps fla's rms_norm_linear uses in HGRN2Attention.forward
-
-
-def heads_and_ratio(d: int, num_heads: int | None, expand_ratio: int | None) -> tuple[int, int]:
-    """(num_heads, expand_ratio) as fla resolves them, with flame's rule when both are null."""
-    if expand_ratio is not None:
-        if expand_ratio < 1 or d // expand_ratio < 1:
-            raise ConfigError("expand_ratio", expand_ratio, f"integers in 1..d_model={d}")
-        heads = d // expand_ratio
-        if num_heads is not None and num_heads != heads:
-            raise ConfigError("num_heads", num_heads, f"null or d_model // expand_ratio = {heads} (give one of the two)")
-    else:
-        heads = num_heads if num_heads is not None else max(1, d // DEFAULT_HEAD_F_DIM)
-        if heads < 1 or d % heads:
-            raise ConfigError("num_heads", num_heads, f"divisors of d_model={d}")
-        expand_ratio = d // heads
-    if d % heads:
-        raise ConfigError("expand_ratio", expand_ratio, f"values with d_model={d} divisible by d_model // expand_ratio")
-    return heads, expand_ratio
 
 
 class HGRN2Ref(nn.Module):

@@ -15,8 +15,11 @@ norm_eps says, so there is no norm_eps knob.
 from __future__ import annotations
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.hgrn2 import heads_and_ratio
+from grid.models.mixers._heads import heads_and_ratio
 from grid.models.registry import MixerSpec, register
+
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 def _resolve(d: int, kw: dict) -> dict:

@@ -16,6 +16,9 @@ import math
 from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 FEATURE_MAPS = ("elementwise_product", "hedgehog", "t2r", "dpfp", "elu", "relu", "identity")
 
 

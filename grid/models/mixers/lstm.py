@@ -16,41 +16,12 @@ use_o_proj=False (only with hidden_size == d_model) gives the bare LSTM.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grid.models.errors import ConfigError
+from grid.models.mixers._recurrent_cells import HIDDEN_SIZES, add_recurrent_params, builder, hidden_width
 from grid.models.registry import MixerSpec, register
-
-
-def _hidden(d_model: int, kw: dict) -> int:
-    h = kw.get("hidden_size") or d_model
-    if not isinstance(h, int) or h <= 0:
-        raise ConfigError("hidden_size", kw.get("hidden_size"), "null (= d_model) or a positive integer")
-    if not kw.get("use_o_proj", True) and h != d_model:
-        raise ConfigError("use_o_proj", False, "true when hidden_size != d_model",
-                          hint=f"hidden_size={h} must be projected back to d_model={d_model}")
-    return h
-
-
-def add_recurrent_params(module: nn.Module, d_model: int, h: int, gates: int, bias: bool, use_o_proj: bool) -> None:
-    """nn.LSTM/nn.RNN's single-layer parameters (same names and shapes) with their uniform init, plus o_proj."""
-    module.weight_ih_l0 = nn.Parameter(torch.empty(gates * h, d_model))
-    module.weight_hh_l0 = nn.Parameter(torch.empty(gates * h, h))
-    if bias:
-        module.bias_ih_l0 = nn.Parameter(torch.empty(gates * h))
-        module.bias_hh_l0 = nn.Parameter(torch.empty(gates * h))
-    else:
-        module.register_parameter("bias_ih_l0", None)
-        module.register_parameter("bias_hh_l0", None)
-    bound = 1.0 / math.sqrt(h)  # U(-1/sqrt(hidden), 1/sqrt(hidden)) on every weight and bias, as torch
-    for p in (module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0):
-        if p is not None:
-            nn.init.uniform_(p, -bound, bound)
-    module.o_proj = nn.Linear(h, d_model, bias=False) if use_o_proj else None
 
 
 class LSTMMixer(nn.LSTM):
@@ -58,7 +29,7 @@ class LSTMMixer(nn.LSTM):
 
     def __init__(self, d_model: int, hidden_size: int | None = None, bias: bool = True, use_o_proj: bool = True,
                  layer_idx: int | None = None):
-        h = _hidden(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj))
+        h = hidden_width(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj))
         super().__init__(d_model, h, num_layers=1, bias=bias, batch_first=True)
         self.layer_idx = layer_idx
         self.o_proj = nn.Linear(h, d_model, bias=False) if use_o_proj else None
@@ -74,7 +45,7 @@ class LSTMReference(nn.Module):
     def __init__(self, d_model: int, hidden_size: int | None = None, bias: bool = True, use_o_proj: bool = True,
                  layer_idx: int | None = None):
         super().__init__()
-        h = _hidden(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj))
+        h = hidden_width(d_model, dict(hidden_size=hidden_size, use_o_proj=use_o_proj))
         self.input_size, self.hidden_size, self.layer_idx = d_model, h, layer_idx
         add_recurrent_params(self, d_model, h, 4, bias, use_o_proj)
 
@@ -94,27 +65,16 @@ class LSTMReference(nn.Module):
         return self.o_proj(out) if self.o_proj is not None else out
 
 
-# iso-parameter sizing candidates (at d=1024 an LSTM matches attention's 4d^2 near 576, an RNN near 1280)
-HIDDEN_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 576, 640, 704, 768, 896,
-                1024, 1152, 1280, 1536, 1792, 2048, 2560, 3072, 4096)
-
-
-def _build(cls):
-    def build(d_model: int, layer_idx: int, kw: dict):
-        return cls(d_model, layer_idx=layer_idx, **kw)
-    return build
-
-
 def _state(d: int, kw: dict, context: int) -> int:
     """h and c: 2 * hidden_size."""
-    return 2 * _hidden(d, kw)
+    return 2 * hidden_width(d, kw)
 
 
 def _flops(d: int, kw: dict, context: int) -> float:
     """13 * hidden_size per token. The matmuls (W_ih, W_hh) and bias adds are weights (2 x params, counted by
     accounting); the rest, 1 FLOP per elementwise op or nonlinearity: 4h to add the input and recurrent gate
     pre-activations, 5h for 3 sigmoids + 2 tanh, 4h for c = f*c + i*g and h = o*tanh(c)."""
-    return 13.0 * _hidden(d, kw)
+    return 13.0 * hidden_width(d, kw)
 
 
 register(MixerSpec(
@@ -124,8 +84,8 @@ register(MixerSpec(
     default_kwargs=dict(hidden_size=None, bias=True, use_o_proj=True),
     state_size=_state,
     mix_flops=_flops,
-    fused=_build(LSTMMixer),
-    reference=_build(LSTMReference),
+    fused=builder(LSTMMixer),
+    reference=builder(LSTMReference),
     fused_needs_cuda=False,
     fused_needs_fla=False,
     size_knobs={"hidden_size": HIDDEN_SIZES},

@@ -7,7 +7,7 @@ per channel (state [I, N]); y = C_t h_t + D x_t; out = out_proj(y * silu(z)).
 
 Fast path = mamba_ssm's selective-scan CUDA kernels + causal_conv1d. Without them fla runs `slow_forward`,
 a python loop over time materialising [B, I, T, N] tensors (and fla's Triton swish): the layer built here
-refuses to run on a GPU without mamba_ssm (see mamba2.py's `guarded_fla_class`) and runs the fallback on CPU
+refuses to run on a GPU without mamba_ssm (`guarded_fla_class` in _mamba_fast_path.py) and runs the fallback on CPU
 only (tests through the Triton interpreter).
 
 Initialisation: fla's layer (and fla's MambaPreTrainedModel) sets dt_proj.bias to the inverse softplus of a
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.mamba2 import guarded_fla_class
+from grid.models.mixers._mamba_fast_path import guarded_fla_class
 from grid.models.registry import MixerSpec, register
 
 

@@ -33,15 +33,14 @@ default n_groups=1 all agree.
 """
 from __future__ import annotations
 
-import functools
 import math
-import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grid.models.errors import BackendUnavailable, ConfigError
+from grid.models.errors import ConfigError
+from grid.models.mixers._mamba_fast_path import guarded_fla_class
 from grid.models.registry import MixerSpec, register
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,31 +254,6 @@ def _layer_kwargs(kw: dict) -> dict:
     lim = _dt_limit(kw)
     out["dt_limit"] = lim if lim is not None else (0.0, float("inf"))
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def guarded_fla_class(module_name: str, class_name: str):
-    """A subclass of an fla Mamba layer that refuses to run on a GPU without mamba_ssm's fast path.
-
-    Same parameters and construction; only `forward` adds the check (fla would otherwise fall back to a
-    plain-torch path silently). Shared with mamba.py.
-    """
-    import importlib  # noqa: PLC0415
-
-    mod = importlib.import_module(module_name)
-    base = getattr(mod, class_name)
-
-    def forward(self, hidden_states, *args, **kwargs):
-        if hidden_states.is_cuda and not getattr(sys.modules[module_name], "is_fast_path_available", False):
-            raise BackendUnavailable(
-                f"fla's {class_name} has no fast path here: mamba_ssm (and causal_conv1d) are not installed, and "
-                f"its plain-torch fallback is not a fused kernel (and does not fit in memory at benchmark sizes); "
-                f"fix: pip install mamba-ssm causal-conv1d (built for this torch/CUDA), or use backend=reference")
-        return base.forward(self, hidden_states, *args, **kwargs)
-
-    cls = type(f"Guarded{class_name}", (base,), {"forward": forward, "__module__": __name__})
-    setattr(sys.modules[__name__], cls.__name__, cls)  # importable by name, so whole modules pickle
-    return cls
 
 
 def _fused(d_model: int, layer_idx: int, kw: dict):

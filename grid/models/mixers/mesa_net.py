@@ -18,6 +18,9 @@ from __future__ import annotations
 from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 def _resolve(d: int, kw: dict) -> dict:
     kw = dict(kw)

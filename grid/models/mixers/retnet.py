@@ -5,8 +5,9 @@ Linear attention with a fixed, position-independent scalar decay per head and Ro
 followed by a per-head RMSNorm, a SiLU output gate (g_proj) and o_proj.
 
 fused = fla's `MultiScaleRetention` (mode='chunk'; fla's chunk_retention = chunk_simple_gla with
-g_gamma = log gamma_h); reference = `RetNetRef` below, same parameter names and shapes, computing the
-recurrence with gla.gla_chunked (per-head decay). gamma depends on the head index among *all* query
+g_gamma = log gamma_h); reference = `RetNetRef` below, same parameter names and shapes (its skeleton,
+`LinearAttentionBase` in _linear_attention.py, is GLA's too), computing the recurrence with
+`gla_chunked` (_recurrences.py) and a per-head decay. gamma depends on the head index among *all* query
 heads (fla computes it from q.shape[2] after the GQA repeat).
 
 Defaults are fla's layer defaults (expand_k 1, expand_v 2, 8 heads: the RetNet paper's d_v = 2d, so the
@@ -19,9 +20,14 @@ import torch
 
 from grid.models.errors import ConfigError
 from grid.models.mixers._common import rotary
-from grid.models.mixers.gla import (LinearAttentionBase, activation, check_dims, gla_chunked, head_dims,
-                                    matrix_state, output_norm_gate, repeat_kv)
+from grid.models.mixers._heads import check_dims, head_dims
+from grid.models.mixers._linear_attention import (LinearAttentionBase, activation, matrix_state, output_norm_gate,
+                                                  repeat_kv)
+from grid.models.mixers._recurrences import gla_chunked
 from grid.models.registry import MixerSpec, register
+
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:

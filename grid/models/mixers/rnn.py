@@ -12,14 +12,12 @@ o_proj is there by default even when hidden_size == d_model, for the same reason
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from grid.models.errors import ConfigError
-from grid.models.mixers.lstm import HIDDEN_SIZES, _build, add_recurrent_params
-from grid.models.mixers.lstm import _hidden as lstm_hidden
+from grid.models.mixers._recurrent_cells import HIDDEN_SIZES, add_recurrent_params, builder, hidden_width
 from grid.models.registry import MixerSpec, register
 
 NONLINEARITIES = ("tanh", "relu")
@@ -28,7 +26,7 @@ NONLINEARITIES = ("tanh", "relu")
 def _hidden(d_model: int, kw: dict) -> int:
     if kw.get("nonlinearity", "tanh") not in NONLINEARITIES:
         raise ConfigError("nonlinearity", kw.get("nonlinearity"), NONLINEARITIES)
-    return lstm_hidden(d_model, kw)
+    return hidden_width(d_model, kw)
 
 
 class RNNMixer(nn.RNN):
@@ -87,8 +85,8 @@ register(MixerSpec(
     default_kwargs=dict(hidden_size=None, nonlinearity="tanh", bias=True, use_o_proj=True),
     state_size=_state,
     mix_flops=_flops,
-    fused=_build(RNNMixer),
-    reference=_build(RNNReference),
+    fused=builder(RNNMixer),
+    reference=builder(RNNReference),
     fused_needs_cuda=False,
     fused_needs_fla=False,
     size_knobs={"hidden_size": HIDDEN_SIZES},

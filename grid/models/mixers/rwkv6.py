@@ -16,9 +16,13 @@ Defaults: fla's RWKV6 config (expand_k 0.5, expand_v 1, 4 heads, ranks 32/64, no
 from __future__ import annotations
 
 import math
+import warnings
 
 from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
+
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
 
 
 def _dims(d: int, kw: dict) -> tuple[int, int, int]:
@@ -36,8 +40,6 @@ def _dims(d: int, kw: dict) -> tuple[int, int, int]:
 
 
 def _fused(d: int, layer_idx: int, kw: dict):
-    import warnings  # noqa: PLC0415
-
     from fla.layers import RWKV6Attention  # noqa: PLC0415
 
     _dims(d, kw)

@@ -32,6 +32,9 @@ import warnings
 from grid.models.errors import ConfigError
 from grid.models.registry import MixerSpec, register
 
+# lazy: fla (and triton under it) is imported only inside the functions that build or call its layers and
+# kernels: the registry is read (driver, CPU tests) without importing either (registry.py)
+
 
 class _VFirstBus:
     """Carries layer 0's values to the later RWKV-7 layers of one model during a forward pass."""
