@@ -119,12 +119,9 @@ def _pack_arg(value: str) -> str | int:
     if value == "auto":
         return value
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--pack must be 'auto' or an integer >= 1, got {value!r}")
-    return n
+        return int_range(1)(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--pack must be 'auto' or an integer >= 1, got {value!r}") from None
 
 
 def pack_size(args) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from grid import paths
-from grid.cliargs import StrictParser
+from grid.cliargs import StrictParser, fail, parse
 from grid.results.schema import SchemaError, check_name
 
 # Lazy here: grid.export.fla_map, grid.export.hf, grid.export.locate (they import torch or Ray)
@@ -41,10 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
 
 def validate_out_dir(out_dir: str) -> str | None:
     """None when `out_dir` can be written (absent or an empty folder), else the reason."""
@@ -55,19 +51,18 @@ def validate_out_dir(out_dir: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or bad arguments (2)
-        return int(exc.code or 0)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):  # --help (0) or bad arguments (2)
+        return args
 
     try:
         check_name("trial_key", args.trial_key)
     except SchemaError as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     if (why := validate_out_dir(args.out_dir)) is not None:
-        return _err(why)
+        return fail(why)
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
-        return _err(f"--checkpoint {args.checkpoint!r} does not exist")
+        return fail(f"--checkpoint {args.checkpoint!r} does not exist")
     from grid.export.fla_map import Unmappable  # noqa: PLC0415
     from grid.export.hf import export_trial  # noqa: PLC0415
     from grid.export.locate import ExportError  # noqa: PLC0415
@@ -76,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         done = export_trial(args.trial_key, args.out_dir, fmt=args.format, results=args.results,
                             ray_tmp=args.ray_tmp_path, checkpoint=args.checkpoint)
     except (ExportError, Unmappable) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     print(f"wrote {done.out_dir} ({done.format} format, {done.model_class})")
     if done.note:
         print(f"note: lingrid format because the model is {done.note}")

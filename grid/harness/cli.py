@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from grid import paths
-from grid.cliargs import StrictParser
+from grid.cliargs import StrictParser, fail, int_range, parse
 from grid.harness.run import HarnessError, require_lm_eval, run_lm_eval
 from grid.results.schema import LM_EVAL_SUITE, SchemaError, check_name
 
@@ -38,26 +38,6 @@ def _tasks(value: str) -> list[str]:
     return tasks
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: allowed: a positive integer")
-    return n
-
-
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: allowed: an integer >= 0")
-    return n
-
-
 def _device(value: str) -> str:
     if not re.match(r"^(cpu|cuda(:\d+)?)$", value):
         raise argparse.ArgumentTypeError(f"--device {value!r}: allowed: cpu, cuda, cuda:K")
@@ -73,14 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     le = sub.add_parser("lm-eval", help="lm-evaluation-harness (lm_eval.simple_evaluate)")
     le.add_argument("trial_key", help="the LM trial to evaluate (python -m grid results show --suite lm)")
     le.add_argument("--tasks", required=True, type=_tasks, help="comma-separated harness task names")
-    le.add_argument("--num-fewshot", type=_non_negative, default=None, help="few-shot examples (default: the task's)")
-    le.add_argument("--limit", type=_positive, default=None, help="at most N documents per task (a quick look)")
+    le.add_argument("--num-fewshot", type=int_range(0), default=None, help="few-shot examples (default: the task's)")
+    le.add_argument("--limit", type=int_range(1), default=None, help="at most N documents per task (a quick look)")
     le.add_argument("--include-path", default=None, metavar="DIR", help="a folder of extra task YAMLs")
-    le.add_argument("--batch-size", type=_positive, default=8)
+    le.add_argument("--batch-size", type=int_range(1), default=8)
     le.add_argument("--device", type=_device, default=None, help="default: cuda when visible, else cpu")
     le.add_argument("--format", choices=FORMATS, default="lingrid",
                     help="export format the harness loads (default lingrid: our own stack, exactly what was trained)")
-    le.add_argument("--seed", type=_non_negative, default=0, help="the harness's random seeds")
+    le.add_argument("--seed", type=int_range(0), default=0, help="the harness's random seeds")
     le.add_argument("--results", default=paths.store(), metavar="DIR")
     le.add_argument("--ray-tmp-path", default=paths.ray_tmp(), metavar="DIR",
                     help="where `grid run` kept its Tune experiments (the checkpoints)")
@@ -88,25 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or bad arguments (2)
-        return int(exc.code or 0)
+    args = parse(_parser(), argv)
+    if isinstance(args, int):  # --help (0) or bad arguments (2)
+        return args
 
     try:
         check_name("trial_key", args.trial_key)
     except SchemaError as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     if args.include_path is not None and not Path(args.include_path).is_dir():
-        return _err(f"--include-path {args.include_path!r} is not a folder")
+        return fail(f"--include-path {args.include_path!r} is not a folder")
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
-        return _err(f"--checkpoint {args.checkpoint!r} does not exist")
+        return fail(f"--checkpoint {args.checkpoint!r} does not exist")
     from grid.export.fla_map import Unmappable  # noqa: PLC0415
     from grid.export.locate import ExportError  # noqa: PLC0415
 
@@ -117,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                            limit=args.limit, batch_size=args.batch_size, device=args.device, fmt=args.format,
                            seed=args.seed)
     except (HarnessError, ExportError, Unmappable) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
 
     print(f"stored {len(rows)} row(s) in suite {LM_EVAL_SUITE} of {args.results}:")
     skip = {"trial_key", "status", "config_json", "started_at", "finished_at", "wall_s", "git_sha", "torch", "triton",
