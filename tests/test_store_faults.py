@@ -121,9 +121,12 @@ def test_one_row_per_trial_key_across_grids_and_history_on_rewrite(tmp_path):
     """Defects: dedup was per grid folder (a renamed grid stored duplicate keys); --force overwrote rows
     without history."""
     store = ResultsStore(tmp_path / "store")
-    store.write_row({"trial_key": "k", "status": "error", "error": "boom"}, suite="lm", grid="old")
-    store.write_row({"trial_key": "k", "status": "ok", "val_loss": 1.5}, suite="lm", grid="old")
-    store.write_row({"trial_key": "k", "status": "ok", "val_loss": 1.25}, suite="lm", grid="renamed")
+    at = "2026-01-01T00:00:0{}+00:00"  # real rows carry it; history is ordered by it (ties: any order)
+    store.write_row({"trial_key": "k", "status": "error", "error": "boom", "finished_at": at.format(1)},
+                    suite="lm", grid="old")
+    store.write_row({"trial_key": "k", "status": "ok", "val_loss": 1.5, "finished_at": at.format(2)}, suite="lm", grid="old")
+    store.write_row({"trial_key": "k", "status": "ok", "val_loss": 1.25, "finished_at": at.format(3)},
+                    suite="lm", grid="renamed")
     rows = store.query("SELECT grid, val_loss FROM results WHERE trial_key = 'k'")
     assert rows.to_dict("records") == [{"grid": "renamed", "val_loss": 1.25}]
     hist = store.query("SELECT grid, status, val_loss FROM history ORDER BY finished_at")
